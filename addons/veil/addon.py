@@ -1,0 +1,259 @@
+"""The mitmproxy glue. Thin on purpose: it routes flows and hands AI uploads to the pipeline.
+
+Fail closed: an exception in a mitmproxy hook is logged and the flow continues unmodified,
+so every hook that handles an AI upload catches its own errors and answers with a refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from mitmproxy import ctx, exceptions, http, tls
+from mitmproxy.utils import human
+
+from veil.audit import AuditError, AuditLog
+from veil.catalogue import Catalogue, CatalogueError, Match
+from veil.pipeline import Outcome, Pipeline, UploadRequest
+from veil.policy import Policy, PolicyError, load_policy, parse_size
+
+logger = logging.getLogger(__name__)
+
+MATCH_KEY = "veil.match"
+NOTICE_KEY = "veil.notice"
+DECIDED_KEY = "veil.decision"
+# mitmproxy's own cap on buffered bodies, as a multiple of max_upload: bodies without a
+# Content-Length are buffered up to it (and refused past it), larger requests are refused early.
+BODY_LIMIT_FACTOR = 4
+VEIL_OPTIONS = {"veil_policy", "veil_services", "veil_audit", "veil_max_upload", "veil_workers"}
+
+
+class Veil:
+    def __init__(self) -> None:
+        self.catalogue = Catalogue()
+        self._policy = Policy()
+        self.audit: AuditLog | None = None
+        self.pipeline: Pipeline | None = None
+        self.pool: ThreadPoolExecutor | None = None
+        self._configured = False
+
+    def running(self) -> None:
+        if not self._configured:
+            self.configure(set())
+
+    def load(self, loader) -> None:
+        loader.add_option("veil_policy", str, "", "Policy file (default: the built-in default).")
+        loader.add_option(
+            "veil_services", str, "", "Service catalogue (default: the built-in catalogue)."
+        )
+        loader.add_option("veil_audit", str, "audit", "Directory of the audit trail.")
+        loader.add_option(
+            "veil_max_upload", str, "", "Largest upload to an AI service (overrides the policy)."
+        )
+        loader.add_option("veil_workers", int, 2, "Threads that inspect and transform images.")
+
+    def configure(self, updated: set[str]) -> None:
+        if not self._configured:
+            # Options left at their defaults never show up in `updated`: load everything once.
+            updated = set(updated) | VEIL_OPTIONS
+            self._configured = True
+        if ctx.options.stream_large_bodies:
+            raise exceptions.OptionsError(
+                "stream_large_bodies lets upload bodies bypass inspection; Veil refuses to run "
+                "with it set (use --max-upload to bound buffered uploads)"
+            )
+        try:
+            if "veil_services" in updated:
+                self.catalogue = Catalogue.load(ctx.options.veil_services or None)
+            if "veil_policy" in updated or "veil_max_upload" in updated:
+                self._policy = self._load_policy()
+        except (CatalogueError, PolicyError, ValueError) as exc:
+            raise exceptions.OptionsError(str(exc)) from exc
+        if "veil_audit" in updated:
+            self._open_audit(Path(ctx.options.veil_audit))
+        if "veil_workers" in updated:
+            if self.pool is not None:
+                self.pool.shutdown(wait=False)
+            self.pool = ThreadPoolExecutor(ctx.options.veil_workers, thread_name_prefix="veil")
+        self._bound_buffered_bodies()
+
+    def _load_policy(self) -> Policy:
+        policy = load_policy(ctx.options.veil_policy or None)
+        if ctx.options.veil_max_upload:
+            size = parse_size(ctx.options.veil_max_upload)
+            policy.settings = type(policy.settings)(
+                **{**policy.settings.__dict__, "max_upload": size}
+            )
+        return policy
+
+    def _open_audit(self, directory: Path) -> None:
+        if self.audit is not None:
+            self.audit.close()
+        self.audit = AuditLog(directory)
+        try:
+            self.audit.open()
+        except AuditError as exc:
+            raise exceptions.OptionsError(str(exc)) from exc
+        self.pipeline = Pipeline(policy=lambda: self._policy, audit=self.audit)
+
+    def _bound_buffered_bodies(self) -> None:
+        limit = self._policy.settings.max_upload * BODY_LIMIT_FACTOR
+        current = human.parse_size(ctx.options.body_size_limit)
+        if current is None or current > limit:
+            ctx.options.update(body_size_limit=str(limit))
+
+    def done(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        if self.audit is not None:
+            self.audit.close()
+
+    # Routing: open only AI traffic.
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        host = data.client_hello.sni or (
+            data.context.server.address[0] if data.context.server.address else ""
+        )
+        if self.catalogue.service_for_host(host) is None:
+            data.ignore_connection = True
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        request = flow.request
+        match = self.catalogue.match(request.method, request.pretty_host, request.path)
+        if match is None:
+            request.stream = True  # not an AI service: never buffer or touch it
+            return
+        flow.metadata[MATCH_KEY] = match
+        declared = request.headers.get("content-length", "")
+        max_upload = self._policy.settings.max_upload
+        if declared.isdigit() and int(declared) > max_upload:
+            message = (
+                f"The upload is {declared} bytes; uploads to AI services may be at most "
+                f"{max_upload} bytes."
+            )
+            self._refuse(flow, 413, "upload_too_large", message)
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        match: Match | None = flow.metadata.get(MATCH_KEY)
+        if match is None or flow.response or flow.error or not flow.live:
+            return
+        try:
+            if flow.request.raw_content is None:
+                raise RuntimeError("the request body was not buffered")
+            req = self._upload_request(flow, match)
+            loop = asyncio.get_running_loop()
+            assert self.pipeline is not None
+            outcome = await loop.run_in_executor(self.pool, self.pipeline.process, req)
+            self._apply(flow, outcome)
+        except Exception as exc:
+            logger.exception("Veil failed while handling an upload; refusing it")
+            message = "Veil hit an internal error while inspecting this upload, so it was stopped."
+            self._refuse(flow, 502, "veil_internal_error", message, verdict="error", exc=exc)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        assert flow.response is not None
+        notice = flow.metadata.get(NOTICE_KEY)
+        if notice:
+            flow.response.headers["Veil-Notice"] = notice.encode("latin-1", "replace").decode(
+                "latin-1"
+            )
+        # Chat answers are server-sent events: stream every response, never buffer it.
+        flow.response.stream = True
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        match: Match | None = flow.metadata.get(MATCH_KEY)
+        if match is None or DECIDED_KEY in flow.metadata or self.pipeline is None:
+            return
+        # The upload never reached Veil's decision: mitmproxy refused its body (larger than
+        # body_size_limit) or the client went away. Either way it did not leave; record it.
+        message = flow.error.msg if flow.error else "connection error"
+        too_large = "body_size_limit" in message
+        self.pipeline.refuse(
+            self._upload_request(flow, match, with_body=False),
+            413 if too_large else 502,
+            "upload_too_large" if too_large else "transport_error",
+            message,
+            verdict="blocked" if too_large else "error",
+            rule="limits" if too_large else "transport",
+        )
+
+    # Helpers.
+
+    def _upload_request(
+        self, flow: http.HTTPFlow, match: Match, *, with_body: bool = True
+    ) -> UploadRequest:
+        request = flow.request
+        auth = flow.metadata.get("proxyauth")
+        peer = flow.client_conn.peername
+        return UploadRequest(
+            method=request.method,
+            host=request.pretty_host,
+            path=request.path,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=(request.raw_content or b"") if with_body else b"",
+            client=peer[0] if peer else "",
+            service=match.service.id,
+            vendor=match.service.vendor,
+            user=auth[0] if auth else None,  # never the password
+            size_declared=match.size_declared or _is_raw_upload(request),
+        )
+
+    def _apply(self, flow: http.HTTPFlow, outcome: Outcome) -> None:
+        flow.metadata[DECIDED_KEY] = outcome.decision_id
+        if outcome.answer is not None:
+            answer = outcome.answer
+            flow.response = http.Response.make(answer.status, answer.body, answer.headers)
+            return
+        if outcome.spliced is not None:
+            flow.request.raw_content = outcome.spliced.body
+            for name in outcome.spliced.remove_headers:
+                flow.request.headers.pop(name, None)
+            for name, value in outcome.spliced.set_headers.items():
+                flow.request.headers[name] = value
+        if outcome.notice:
+            flow.metadata[NOTICE_KEY] = outcome.notice
+
+    def _refuse(
+        self,
+        flow: http.HTTPFlow,
+        status: int,
+        error_type: str,
+        message: str,
+        *,
+        verdict: str = "blocked",
+        exc: Exception | None = None,
+    ) -> None:
+        """Answer from the proxy and record it; a last resort that must not raise itself."""
+        match: Match = flow.metadata[MATCH_KEY]
+        try:
+            assert self.pipeline is not None
+            req = self._upload_request(flow, match, with_body=False)
+            if exc is not None:
+                message = f"{message} ({type(exc).__name__})"
+            outcome = self.pipeline.refuse(
+                req,
+                status,
+                error_type,
+                message,
+                verdict=verdict,
+                rule="on_error" if verdict == "error" else "limits",
+            )
+            self._apply(flow, outcome)
+        except Exception:
+            logger.exception("could not record a refused upload")
+            flow.metadata[DECIDED_KEY] = None
+            flow.response = http.Response.make(
+                503, b'{"error":{"type":"veil_unavailable"}}', {"Content-Type": "application/json"}
+            )
+
+
+def _is_raw_upload(request: http.Request) -> bool:
+    """A PUT/POST of the file itself: its size may have been announced earlier (DESIGN.md)."""
+    ctype = request.headers.get("content-type", "").lower()
+    return request.method in ("PUT", "POST") and not ctype.startswith(
+        ("multipart/", "application/json", "text/")
+    )

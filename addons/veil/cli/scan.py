@@ -1,0 +1,133 @@
+"""`veil scan FILE...`: what the policy would find in these images and do to them, offline.
+
+It runs the proxy's own inspect / decide / transform code, without a proxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from veil.catalogue import Catalogue
+from veil.decide import ImageDecision, RequestContext, decide
+from veil.findings import ImageReport
+from veil.formats import ImageError, detect
+from veil.inspect import inspect
+from veil.policy import Policy, PolicyError, load_policy
+from veil.transform import transform
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser(
+        "scan", help="what the policy would find and do to these images, offline"
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="image files")
+    p.add_argument("--policy", help="policy file (default: policies/default.yaml or built-in)")
+    p.add_argument("--service", default="chatgpt", help="service id the upload goes to")
+    p.add_argument("--user", help="the uploading user (proxy-auth name)")
+    p.add_argument("--client", default="127.0.0.1", help="the uploading client's address")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--out", help="write the transformed images into this directory")
+    p.set_defaults(handler=handle)
+
+
+@dataclass
+class ScanResult:
+    path: Path
+    report: ImageReport | None = None
+    decision: ImageDecision | None = None
+    output: bytes | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        result: dict = {"file": str(self.path)}
+        if self.error:
+            result["error"] = self.error
+            return result
+        assert self.report is not None and self.decision is not None
+        result.update(self.report.to_record())
+        result["rule"] = self.decision.rule.name
+        result["actions"] = list(self.decision.actions)
+        if self.output is not None:
+            result["bytes_out"] = len(self.output)
+        return result
+
+
+def handle(args: argparse.Namespace) -> int:
+    from veil.cli.run import default_policy_path
+
+    try:
+        policy = load_policy(args.policy or default_policy_path())
+    except PolicyError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    catalogue = Catalogue.load()
+    service = catalogue.services.get(args.service)
+    if service is None:
+        known = ", ".join(sorted(catalogue.services))
+        print(f"veil scan: unknown service {args.service!r}; one of: {known}", file=sys.stderr)
+        return 2
+    context = RequestContext(
+        service=service.id,
+        vendor=service.vendor,
+        host=service.hosts[0],
+        client=args.client,
+        user=args.user,
+    )
+    results = [scan_file(Path(f), policy, context) for f in args.files]
+    if args.out:
+        write_outputs(results, Path(args.out))
+    if args.json:
+        print(json.dumps([r.to_json() for r in results], indent=2))
+    else:
+        for r in results:
+            print_result(r)
+    return 1 if any(r.error for r in results) else 0
+
+
+def scan_file(path: Path, policy: Policy, context: RequestContext) -> ScanResult:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return ScanResult(path, error=f"cannot read: {exc.strerror}")
+    fmt = detect(data)
+    try:
+        report = inspect(data, fmt or "unknown", policy.settings, want_faces=policy.needs_faces())
+        decision = decide(policy, context, report)
+        output = None
+        if not {"block", "coach"} & set(decision.actions):
+            output = transform(
+                data, report, decision.actions, policy.settings, size_preserving=False
+            )
+    except (ImageError, RuntimeError) as exc:
+        return ScanResult(path, error=f"cannot be inspected: {exc}")
+    return ScanResult(path, report, decision, output)
+
+
+def write_outputs(results: list[ScanResult], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for r in results:
+        if r.output is not None:
+            (out / r.path.name).write_bytes(r.output)
+
+
+def print_result(r: ScanResult) -> None:
+    print(f"{r.path}")
+    if r.error:
+        print(f"  ERROR: {r.error}")
+        return
+    assert r.report is not None and r.decision is not None
+    rep = r.report
+    print(f"  {rep.format} {rep.width}x{rep.height}")
+    if rep.findings:
+        width = max(len(f.kind) for f in rep.findings)
+        for f in rep.findings:
+            print(f"  {f.kind:<{width}}  {f.summary}")
+    else:
+        print("  no metadata found")
+    if rep.faces is not None:
+        print(f"  faces: {len(rep.faces)}")
+    print(f"  rule: {r.decision.rule.name} -> {', '.join(r.decision.actions)}")

@@ -1,0 +1,337 @@
+"""The path of one upload, from request bytes to the bytes that leave (or the refusal).
+
+    match -> extract -> inspect -> decide -> transform -> splice -> answer / audit
+
+Nothing here knows about mitmproxy: the addon hands over an `UploadRequest` and applies the
+`Outcome`; `veil scan` runs the same inspect/decide/transform code on files. Every failure
+ends in a refusal that is recorded, unless the policy says `on_error: allow`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from veil import splice
+from veil.answer import Answer, refusal
+from veil.audit import AuditError, AuditLog, new_decision_id
+from veil.decide import ImageDecision, RequestContext, decide
+from veil.extract import Extraction, ExtractionLimitExceeded, Limits, Payload, extract
+from veil.extract.encoding import EncodingError
+from veil.findings import ImageReport
+from veil.formats import ImageError
+from veil.inspect import inspect
+from veil.policy import Policy
+from veil.transform import transform
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    """What the pipeline sees of a request to an AI service (no mitmproxy types)."""
+
+    method: str
+    host: str
+    path: str
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes  # as on the wire (Content-Encoding still applied)
+    client: str
+    service: str
+    vendor: str
+    user: str | None = None
+    size_declared: bool = False
+
+    @property
+    def path_without_query(self) -> str:
+        # Query strings of upload URLs carry signatures (SAS tokens): never recorded.
+        return self.path.split("?", 1)[0]
+
+
+@dataclass
+class Outcome:
+    """What to do with the request. `verdict` None: no image in it, leave it untouched."""
+
+    verdict: str | None = None
+    answer: Answer | None = None  # refuse with this instead of forwarding
+    spliced: splice.SplicedRequest | None = None  # forward with this body and these headers
+    notice: str | None = None  # `Veil-Notice` on the response (warn)
+    record: dict | None = None
+    decision_id: str | None = None
+
+    @property
+    def forwards(self) -> bool:
+        return self.answer is None
+
+
+class UploadRefused(Exception):
+    """A refusal decided before any image was looked at (size, limits)."""
+
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+
+
+@dataclass
+class _Image:
+    payload: Payload
+    report: ImageReport
+    decision: ImageDecision
+    output: bytes = b""
+
+
+@dataclass
+class Pipeline:
+    policy: Callable[[], Policy]
+    audit: AuditLog
+
+    def process(self, req: UploadRequest) -> Outcome:
+        started = time.perf_counter()
+        decision_id = new_decision_id()
+        policy = self.policy()
+        try:
+            return self._process(req, policy, decision_id, started)
+        except AuditError as exc:
+            return self._audit_unavailable(req, decision_id, exc)
+        except UploadRefused as exc:
+            return self._refuse_early(req, policy, decision_id, started, exc)
+        except Exception as exc:  # fail closed: every error ends refused and recorded
+            return self._failed(req, policy, decision_id, started, exc)
+
+    def _process(
+        self, req: UploadRequest, policy: Policy, decision_id: str, started: float
+    ) -> Outcome:
+        settings = policy.settings
+        if len(req.body) > settings.max_upload:
+            raise UploadRefused(413, "upload_too_large", _too_large(len(req.body), settings))
+        body = splice.decode(req.body, req.headers, settings.max_upload)
+        limits = Limits(max_images=settings.max_images, max_decoded=settings.max_upload)
+        extraction = extract(
+            body,
+            req.headers.get("content-type", ""),
+            size_declared=req.size_declared,
+            limits=limits,
+        )
+        if not extraction.payloads:
+            return Outcome()
+        context = RequestContext(
+            service=req.service, vendor=req.vendor, host=req.host, client=req.client, user=req.user
+        )
+        images = [self._inspect(p, policy, context) for p in extraction.payloads]
+        worst = min(images, key=lambda i: i.decision.severity())
+        if "block" in worst.decision.actions or "coach" in worst.decision.actions:
+            return self._refuse_by_rule(req, decision_id, started, images, worst)
+        return self._forward(req, policy, decision_id, started, extraction, images, worst)
+
+    def _inspect(self, payload: Payload, policy: Policy, context: RequestContext) -> _Image:
+        want_faces = policy.needs_faces()
+        report = inspect(payload.data, payload.format, policy.settings, want_faces=want_faces)
+        return _Image(payload, report, decide(policy, context, report))
+
+    def _forward(
+        self,
+        req: UploadRequest,
+        policy: Policy,
+        decision_id: str,
+        started: float,
+        extraction: Extraction,
+        images: list[_Image],
+        worst: _Image,
+    ) -> Outcome:
+        for image in images:
+            image.output = transform(
+                image.payload.data,
+                image.report,
+                image.decision.actions,
+                policy.settings,
+                size_preserving=image.payload.size_declared,
+            )
+            if image.output != image.payload.data:
+                image.payload.replace(image.output)
+        warned = any("warn" in i.decision.actions for i in images)
+        if warned:
+            verdict = "warned"
+        elif extraction.changed:
+            verdict = "transformed"
+        else:
+            verdict = "allowed"
+        spliced = splice.rebuild(extraction.splice(), req.headers) if extraction.changed else None
+        notice = _notice(images) if warned else None
+        record = self._record(req, decision_id, started, verdict, images, worst)
+        if notice:
+            record["message"] = notice
+        record = self.audit.write(record)
+        return Outcome(verdict, None, spliced, notice, record, decision_id)
+
+    def _refuse_by_rule(
+        self,
+        req: UploadRequest,
+        decision_id: str,
+        started: float,
+        images: list[_Image],
+        worst: _Image,
+    ) -> Outcome:
+        coached = "block" not in worst.decision.actions
+        verdict = "coached" if coached else "blocked"
+        message = worst.decision.message or _default_refusal(req, worst)
+        record = self._record(req, decision_id, started, verdict, images, worst)
+        record["message"] = message
+        record = self.audit.write(record)
+        answer = refusal(
+            403,
+            "upload_coached" if coached else "upload_blocked",
+            message,
+            decision_id,
+            req.headers,
+            rule=worst.decision.rule.name,
+        )
+        return Outcome(verdict, answer, None, None, record, decision_id)
+
+    def _refuse_early(
+        self,
+        req: UploadRequest,
+        policy: Policy,
+        decision_id: str,
+        started: float,
+        exc: UploadRefused,
+    ) -> Outcome:
+        return self.refuse(req, exc.status, exc.error_type, str(exc), decision_id=decision_id)
+
+    def refuse(
+        self,
+        req: UploadRequest,
+        status: int,
+        error_type: str,
+        message: str,
+        *,
+        verdict: str = "blocked",
+        rule: str = "limits",
+        decision_id: str | None = None,
+    ) -> Outcome:
+        """Refuse and record an upload without looking at its images (size, transport, glue)."""
+        decision_id = decision_id or new_decision_id()
+        record = self._base_record(req, decision_id, time.perf_counter(), verdict)
+        record.update(rule=rule, actions=["block"], message=message)
+        if verdict == "error":
+            record["error"] = {"type": error_type, "message": message}
+        try:
+            record = self.audit.write(record)
+        except AuditError as exc:
+            return self._audit_unavailable(req, decision_id, exc)
+        answer = refusal(status, error_type, message, decision_id, req.headers)
+        return Outcome(verdict, answer, None, None, record, decision_id)
+
+    def _failed(
+        self,
+        req: UploadRequest,
+        policy: Policy,
+        decision_id: str,
+        started: float,
+        exc: Exception,
+    ) -> Outcome:
+        uninspectable = isinstance(
+            exc, (ImageError, EncodingError, ExtractionLimitExceeded, ValueError)
+        )
+        if not uninspectable:
+            logger.exception("internal error while inspecting an upload (%s)", decision_id)
+        allow = policy.settings.on_error == "allow"
+        record = self._base_record(req, decision_id, started, "error")
+        record.update(
+            rule="on_error",
+            actions=["allow" if allow else "block"],
+            error={"type": type(exc).__name__, "message": str(exc)[:500]},
+        )
+        try:
+            record = self.audit.write(record)
+        except AuditError as audit_exc:
+            return self._audit_unavailable(req, decision_id, audit_exc)
+        if allow:
+            return Outcome("error", None, None, None, record, decision_id)
+        if uninspectable:
+            message = f"This upload could not be inspected, so it was stopped: {exc}"
+            answer = refusal(403, "upload_uninspectable", message, decision_id, req.headers)
+        else:
+            message = "Veil hit an internal error while inspecting this upload, so it was stopped."
+            answer = refusal(502, "veil_internal_error", message, decision_id, req.headers)
+        return Outcome("error", answer, None, None, record, decision_id)
+
+    def _audit_unavailable(self, req: UploadRequest, decision_id: str, exc: Exception) -> Outcome:
+        logger.critical("AUDIT TRAIL UNAVAILABLE, refusing upload %s: %s", decision_id, exc)
+        message = "The upload was stopped because it could not be recorded in the audit trail."
+        answer = refusal(503, "audit_unavailable", message, decision_id, req.headers)
+        return Outcome("error", answer, None, None, None, decision_id)
+
+    def _base_record(
+        self, req: UploadRequest, decision_id: str, started: float, verdict: str
+    ) -> dict:
+        return {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "decision_id": decision_id,
+            "client": req.client,
+            "user": req.user,
+            "service": req.service,
+            "host": req.host,
+            "method": req.method,
+            "path": req.path_without_query,
+            "rule": None,
+            "actions": [],
+            "verdict": verdict,
+            "images": [],
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+
+    def _record(
+        self,
+        req: UploadRequest,
+        decision_id: str,
+        started: float,
+        verdict: str,
+        images: list[_Image],
+        worst: _Image,
+    ) -> dict:
+        record = self._base_record(req, decision_id, started, verdict)
+        record["rule"] = worst.decision.rule.name
+        record["actions"] = list(worst.decision.actions)
+        record["images"] = [_image_record(i) for i in images]
+        return record
+
+
+def _image_record(image: _Image) -> dict:
+    data_in = image.payload.data
+    data_out = image.output or data_in
+    entry = image.report.to_record()
+    entry.update(
+        where=image.payload.locator,
+        rule=image.decision.rule.name,
+        actions=list(image.decision.actions),
+        bytes_in=len(data_in),
+        bytes_out=len(data_out),
+        sha256_in=hashlib.sha256(data_in).hexdigest(),
+        sha256_out=hashlib.sha256(data_out).hexdigest(),
+    )
+    return entry
+
+
+def _notice(images: list[_Image]) -> str:
+    messages = [i.decision.message for i in images if "warn" in i.decision.actions]
+    text = next((m for m in messages if m), None)
+    return text or "This image was checked by your organisation's upload policy."
+
+
+def _default_refusal(req: UploadRequest, image: _Image) -> str:
+    return (
+        f"Uploading this image to {req.service} is not allowed by your organisation's "
+        f"policy (rule {image.decision.rule.name!r})."
+    )
+
+
+def _too_large(size: int, settings) -> str:
+    return (
+        f"The upload is {size} bytes; uploads to AI services may be at most "
+        f"{settings.max_upload} bytes."
+    )

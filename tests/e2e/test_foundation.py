@@ -1,0 +1,238 @@
+"""The foundation through a real proxy: only AI traffic is opened, uploads are cleaned and
+recorded, failures are refused and recorded, responses stream."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import ssl
+import subprocess
+import time
+
+import httpx
+import pytest
+from PIL import Image
+from veil.formats import open_image
+
+from tests.conftest import corpus_file, require_tool
+
+from .conftest import SCRIPTS
+
+pytestmark = pytest.mark.e2e
+
+GPS_JPEG = "es_nikon_p6000_gps_DSCN0010.jpg"
+RECORD_FIELDS = {
+    "ts",
+    "decision_id",
+    "client",
+    "user",
+    "service",
+    "host",
+    "method",
+    "path",
+    "rule",
+    "actions",
+    "verdict",
+    "images",
+    "duration_ms",
+    "prev_hash",
+    "hash",
+}
+IMAGE_FIELDS = {
+    "format",
+    "width",
+    "height",
+    "bytes_in",
+    "bytes_out",
+    "sha256_in",
+    "sha256_out",
+    "findings",
+    "faces",
+}
+
+
+def has_gps(jpeg: bytes) -> bool:
+    return bool(Image.open(io.BytesIO(jpeg)).getexif().get_ifd(0x8825))
+
+
+def multipart_part(body: bytes, boundary: bytes, name: bytes) -> bytes:
+    for part in body.split(b"--" + boundary):
+        head, _, content = part.partition(b"\r\n\r\n")
+        if b'name="' + name + b'"' in head:
+            return content[:-2] if content.endswith(b"\r\n") else content
+    raise AssertionError(f"no part {name!r}")
+
+
+def test_curl_multipart_upload_arrives_without_gps_and_is_audited(proxy, upstream):
+    curl = require_tool("curl")
+    photo = corpus_file(GPS_JPEG)
+    assert has_gps(photo.read_bytes())
+    result = subprocess.run(
+        [
+            curl,
+            "-sS",
+            "-x",
+            proxy.url,
+            "--cacert",
+            str(proxy.ca_cert),
+            "-F",
+            f"file=@{photo};type=image/jpeg",
+            "-F",
+            "use_case=multimodal",
+            "https://chatgpt.com/backend-api/files",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    arrived = upstream.last()
+    assert arrived.host == "chatgpt.com"
+    assert arrived.path == "/backend-api/files"
+    boundary = arrived.headers["content-type"].split("boundary=")[1].encode()
+    image = multipart_part(arrived.body, boundary, b"file")
+    assert image.startswith(b"\xff\xd8")
+    assert not has_gps(image)
+    assert b"NIKON" not in image  # the camera's make and model went with the EXIF block
+    assert multipart_part(arrived.body, boundary, b"use_case") == b"multimodal"
+    assert int(arrived.headers["content-length"]) == len(arrived.body)
+
+    record = proxy.last_record()
+    assert record.keys() >= RECORD_FIELDS
+    assert record["verdict"] == "transformed"
+    assert record["service"] == "chatgpt"
+    assert record["host"] == "chatgpt.com"
+    assert record["path"] == "/backend-api/files"
+    assert record["client"] == "127.0.0.1"
+    assert record["rule"] == "strip-everywhere"
+    (entry,) = record["images"]
+    assert entry.keys() >= IMAGE_FIELDS
+    assert entry["format"] == "jpeg"
+    assert (entry["width"], entry["height"]) == (640, 480)
+    assert entry["bytes_in"] == photo.stat().st_size
+    assert entry["bytes_out"] == len(image)
+    assert "gps" in {f["kind"] for f in entry["findings"]}
+
+
+def test_non_ai_host_is_tunnelled_untouched(proxy, upstream, pki):
+    # Trusting only the real server's CA works: the proxy did not intercept TLS.
+    context = ssl.create_default_context(cafile=str(pki.ca_cert_pem))
+    body = b"\xff\xd8\xff\xe1 not inspected " * 100
+    with httpx.Client(proxy=proxy.url, verify=context, timeout=30) as client:
+        response = client.post("https://example.org/upload", content=body)
+    assert response.status_code == 200
+    assert upstream.last().body == body
+    assert proxy.records() == []
+
+    # Trusting only Veil's CA fails for the same host: Veil did not forge its certificate.
+    with proxy.client() as client, pytest.raises(httpx.ConnectError):
+        client.get("https://example.org/")
+
+
+def test_ai_host_is_intercepted_with_veils_certificate(proxy, upstream):
+    with proxy.client() as client:
+        response = client.get("https://claude.ai/api/organizations")
+    assert response.status_code == 200
+    assert upstream.last().host == "claude.ai"
+
+
+def test_forced_inspection_error_is_refused_and_recorded(start_proxy, upstream):
+    proxy = start_proxy(mitm_args=["-s", str(SCRIPTS / "inspection_raises.py")])
+    photo = corpus_file(GPS_JPEG).read_bytes()
+    with proxy.client() as client:
+        response = client.post(
+            "https://api.openai.com/v1/files",
+            files={"file": ("photo.jpg", photo, "image/jpeg")},
+            data={"purpose": "vision"},
+        )
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["type"] == "veil_internal_error"
+    record = proxy.last_record()
+    assert record["decision_id"] == error["decision_id"]
+    assert record["verdict"] == "error"
+    assert record["error"]["type"] == "RuntimeError"
+    assert upstream.received == []
+
+
+def test_oversize_upload_is_refused_with_413_and_recorded(start_proxy, upstream):
+    proxy = start_proxy(args=["--max-upload", "100KB"])
+    with proxy.client() as client:
+        response = client.put(
+            "https://files.oaiusercontent.com/file-abc?sig=secret",
+            content=b"\xff\xd8\xff" + bytes(200_000),
+        )
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "upload_too_large"
+    record = proxy.last_record()
+    assert record["verdict"] == "blocked"
+    assert record["path"] == "/file-abc"  # the signature in the query is never recorded
+    assert upstream.received == []
+
+
+def test_chunked_upload_past_the_buffer_bound_is_refused(start_proxy, upstream):
+    proxy = start_proxy(args=["--max-upload", "100KB"])
+
+    def chunks():
+        yield b"\xff\xd8\xff"
+        for _ in range(50):
+            yield bytes(10_000)
+
+    with proxy.client() as client:
+        try:
+            response = client.put("https://files.oaiusercontent.com/file-abc", content=chunks())
+            status = response.status_code
+        except httpx.HTTPError:
+            status = None  # the proxy may close the connection instead of answering
+    assert status in (None, 413)
+    assert upstream.received == []
+
+
+def test_responses_stream(proxy, upstream):
+    with proxy.client() as client, client.stream("GET", "https://chatgpt.com/sse") as response:
+        arrivals = []
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                arrivals.append(time.monotonic())
+    assert len(arrivals) == 4
+    # Buffered, all four events would arrive together; streamed, they are ~300 ms apart.
+    assert arrivals[-1] - arrivals[0] > 0.6
+
+
+def test_corrupt_image_is_refused_and_recorded(proxy, upstream):
+    photo = corpus_file(GPS_JPEG).read_bytes()
+    with proxy.client() as client:
+        response = client.put(
+            "https://sdmntprwestus.oaiusercontent.com/files/abc/raw",
+            content=photo[: len(photo) // 2],
+            headers={"content-type": "image/jpeg", "x-ms-blob-type": "BlockBlob"},
+        )
+    assert response.status_code == 403
+    assert response.json()["error"]["type"] == "upload_uninspectable"
+    assert proxy.last_record()["verdict"] == "error"
+    assert upstream.received == []
+
+
+def test_sigterm_shuts_down_cleanly(proxy):
+    assert proxy.stop() == 0
+
+
+def test_veil_ca_and_pac(tmp_path):
+    veil = shutil.which("veil") or str(SCRIPTS.parents[2] / ".venv" / "bin" / "veil")
+    ca = subprocess.run([veil, "ca", "--certs", str(tmp_path)], capture_output=True, text=True)
+    assert ca.returncode == 0
+    assert str(tmp_path / "mitmproxy-ca-cert.pem") in ca.stdout
+    assert "update-ca-certificates" in ca.stdout
+    pac = subprocess.run(
+        [veil, "pac", "--proxy", "proxy.corp:3128"], capture_output=True, text=True
+    )
+    assert 'return "PROXY proxy.corp:3128"' in pac.stdout
+    assert "*.oaiusercontent.com" in pac.stdout
+    assert "DIRECT" in pac.stdout
+
+
+def test_jpeg_strip_keeps_pixels(metadata_corpus):
+    data = corpus_file(GPS_JPEG).read_bytes()
+    from veil.formats import StripOptions
+
+    stripped = open_image(data).strip(StripOptions())
+    assert Image.open(io.BytesIO(stripped)).tobytes() == Image.open(io.BytesIO(data)).tobytes()
