@@ -236,3 +236,69 @@ def test_jpeg_strip_keeps_pixels(metadata_corpus):
 
     stripped = open_image(data).strip(StripOptions())
     assert Image.open(io.BytesIO(stripped)).tobytes() == Image.open(io.BytesIO(data)).tobytes()
+
+
+def test_http2_upload_is_cleaned(start_proxy, upstream):
+    # Lazy upstream connections let the client negotiate HTTP/2 with the proxy even though the
+    # fake service speaks only HTTP/1.1 (real AI services speak HTTP/2 themselves).
+    curl = require_tool("curl")
+    proxy = start_proxy(
+        mitm_args=["--set", "connection_strategy=lazy", "--set", "upstream_cert=false"]
+    )
+    photo = corpus_file(GPS_JPEG)
+    result = subprocess.run(
+        [
+            curl,
+            "-sS",
+            "-v",
+            "--http2",
+            "-x",
+            proxy.url,
+            "--cacert",
+            str(proxy.ca_cert),
+            "-F",
+            f"file=@{photo};type=image/jpeg",
+            "https://api.anthropic.com/v1/files",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "< HTTP/2 200" in result.stderr
+    arrived = upstream.last()
+    boundary = arrived.headers["content-type"].split("boundary=")[1].encode()
+    assert not has_gps(multipart_part(arrived.body, boundary, b"file"))
+    assert proxy.last_record()["verdict"] == "transformed"
+
+
+def test_path_outside_a_shared_hosts_service_is_left_alone(proxy, upstream):
+    photo = corpus_file(GPS_JPEG).read_bytes()
+    with proxy.client() as client:
+        response = client.put("https://huggingface.co/api/datasets/x/upload", content=photo)
+    assert response.status_code == 200
+    assert upstream.last().body == photo
+    assert proxy.records() == []
+
+
+def test_invalid_policy_refuses_to_start(tmp_path):
+    veil = SCRIPTS.parents[2] / ".venv" / "bin" / "veil"
+    policy = tmp_path / "bad.yaml"
+    policy.write_text("version: 1\nrules:\n  - name: x\n    action: explode\n")
+    result = subprocess.run(
+        [
+            str(veil),
+            "run",
+            "--policy",
+            str(policy),
+            "--listen-port",
+            "0",
+            "--certs",
+            str(tmp_path / "certs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "explode" in result.stderr
