@@ -270,12 +270,12 @@ class Heif(ImageFormat):
                 if text:
                     inv.add("comment", f"user description {text!r} (HEIF udes)")
         for child in self.meta.children:
-            if child.type not in META_KEEP:
+            if child.type not in META_KEEP and not self._blank(child):
                 inv.add("other_metadata", f"box {printable(child.type)!r} in meta")
         for box in self.boxes:
             if box.type == b"uuid" and self.data[box.start + 8 : box.start + 24] == C2PA_UUID:
                 inv.add("c2pa", f"C2PA manifest (uuid box, {size_text(box.end - box.start)})")
-            elif box.type not in TOP_LEVEL_KEEP and box.type not in (b"free", b"skip"):
+            elif box.type not in TOP_LEVEL_KEEP and not self._blank(box):
                 inv.add(
                     "other_metadata",
                     f"box {printable(box.type)!r} ({size_text(box.end - box.start)})",
@@ -285,6 +285,12 @@ class Heif(ImageFormat):
                 "trailing_data", f"{size_text(len(self.data) - self.file_end)} after the last box"
             )
         return inv.findings()
+
+    def _blank(self, box: Box) -> bool:
+        """A free/skip box holding only zeros (padding, such as our own filler)."""
+        if box.type not in (b"free", b"skip"):
+            return False
+        return not self.data[box.body : box.end].strip(b"\x00")
 
     def _item_findings(self, item_id: int, what: str, inv: Inventory) -> None:
         try:
@@ -336,8 +342,22 @@ class Heif(ImageFormat):
                 moved = self._strip_moving(set(removable), options)
             except UnsupportedImage:
                 moved = None
-        out = moved if moved is not None else self._strip_in_place(set(removable), options)
-        return Stripped(out, tuple(removed))
+        if moved is not None:
+            return Stripped(moved, tuple(removed))
+        try:
+            return Stripped(self._strip_in_place(set(removable), options), tuple(removed))
+        except UnsupportedImage:
+            if options.size_preserving:
+                raise
+            return self.reencode(options)
+
+    def reencode(self, options: StripOptions) -> Stripped:
+        """The last resort when surgery is not possible: decode, and encode with nothing but
+        the pixels (orientation applied, ICC per `keep_icc`). Not lossless, and says so."""
+        from veil.formats import reencode
+
+        data = reencode.heif(self.data, self.name, keep_icc=options.keep_icc)
+        return Stripped(data, ("everything but the pixels (re-encoded)",), reencoded=True)
 
     def _has_icc(self) -> bool:
         return any(
@@ -430,7 +450,7 @@ class Heif(ImageFormat):
         meta = self._meta_bytes(removed, options, lambda off: off)
         padding = (meta_box.end - meta_box.start) - len(meta)
         if padding and padding < 8:
-            raise MalformedImage("HEIF meta box cannot be rebuilt at the same length")
+            raise UnsupportedImage("HEIF meta box cannot be rebuilt at the same length")
         if padding:
             meta = _with_free(meta, padding, meta_box.header)
         out[meta_box.start : meta_box.end] = meta
@@ -693,7 +713,7 @@ def _free_box(size: int) -> bytes:
 def _with_free(meta: bytes, padding: int, header: int) -> bytes:
     """The meta box grown by `padding` bytes: a free box inside it, sizes fixed."""
     if header != 8:
-        raise MalformedImage("HEIF meta box with a 64-bit size is not supported")
+        raise UnsupportedImage("HEIF meta box with a 64-bit size cannot be rebuilt in place")
     body = meta[8:] + _free_box(padding)
     return _box(b"meta", body)
 

@@ -152,6 +152,8 @@ class Png(ImageFormat):
             inv.extend([icc.finding(profile, f"iCCP {printable(name)!r}")])
         elif ctype == b"caBX":
             inv.add("c2pa", f"C2PA manifest (caBX, {size_text(len(payload))})")
+        elif ctype == FILLER and not payload.strip(b"\x00"):
+            return  # size-preserving filler: zeros
         elif ctype not in KEEP and ctype[:1].islower():
             inv.add("other_metadata", f"chunk {_name(ctype)} ({size_text(len(payload))})")
 

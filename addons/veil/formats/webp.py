@@ -119,6 +119,8 @@ class WebP(ImageFormat):
             elif fourcc == b"ANMF":
                 for sub in self._frame_extras(chunk):
                     inv.add("other_metadata", f"chunk {printable(sub.fourcc)!r} inside a frame")
+            elif fourcc == FILLER and not payload.strip(b"\x00"):
+                continue  # size-preserving filler: zeros
             elif fourcc not in IMAGE_CHUNKS and fourcc != b"VP8X":
                 inv.add(
                     "other_metadata", f"chunk {printable(fourcc)!r} ({size_text(len(payload))})"
