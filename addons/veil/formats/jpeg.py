@@ -39,9 +39,10 @@ MPF_ID = b"MPF\x00"
 PHOTOSHOP_ID = b"Photoshop 3.0\x00"
 JFIF_ID = b"JFIF\x00"
 
-# The end of entropy-coded data: a 0xFF (after optional fill bytes) followed by a byte that
-# is not stuffing (0x00), a restart marker (RST0..7) or another fill byte.
-_SCAN_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
+# The end of entropy-coded data: a 0xFF followed by a byte that is not stuffing (0x00), a
+# restart marker (RST0..7) or a fill byte (0xFF). A pattern that starts with one literal
+# byte lets the regex engine skip ahead at memchr speed (a 4 MB scan in about a millisecond).
+_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def parse_segments(data: bytes) -> tuple[list[Segment], int]:
             m = _SCAN_END.search(data, end)
             if m is None:
                 raise MalformedImage("JPEG scan data is truncated (no EOI)")
-            end = m.end() - 2
+            end = m.start()
         segments.append(Segment(marker, pos, end, header_end))
         pos = end
     raise MalformedImage("JPEG has too many segments")
@@ -105,6 +106,7 @@ class Jpeg(ImageFormat):
 
     def __init__(self, data: bytes) -> None:
         super().__init__(data)
+        self._view = memoryview(data)
         self.segments, self.image_end = parse_segments(data)
         self._frame = next((s for s in self.segments if s.marker in SOF_MARKERS), None)
         if self._frame is None:
@@ -243,8 +245,8 @@ class Jpeg(ImageFormat):
 
     def strip(self, options: StripOptions) -> Stripped:
         data = self.data
-        head: list[bytes] = [b"\xff\xd8"]
-        body: list[bytes] = []
+        head: list[bytes | memoryview] = [b"\xff\xd8"]
+        body: list[bytes | memoryview] = []
         removed: list[str] = []
         orientation = self.orientation() if options.keep_orientation else 1
         for seg in self.segments[1:]:
@@ -267,20 +269,20 @@ class Jpeg(ImageFormat):
             out = b"".join([*head, filler, *body])
         return Stripped(out, tuple(dict.fromkeys(removed)))
 
-    def _kept(self, seg: Segment, options: StripOptions) -> bytes | None:
-        """The bytes to keep for a segment, or None to drop it."""
+    def _kept(self, seg: Segment, options: StripOptions) -> bytes | memoryview | None:
+        """The bytes to keep for a segment (a view: scan data is copied once), or None."""
         marker = seg.marker
         if marker in CODING_MARKERS or marker in (SOS, EOI) or marker in STANDALONE:
-            return self.data[seg.start : seg.end]
+            return self._view[seg.start : seg.end]
         payload = seg.payload(self.data)
         if marker == APP0 and payload.startswith(JFIF_ID) and len(payload) >= 14:
             # JFIF without its (optional) thumbnail: 14 payload bytes, thumbnail size 0x0.
             jfif = payload[:12] + b"\x00\x00"
             return b"\xff\xe0" + struct.pack(">H", 16) + jfif
         if marker == APP14 and payload.startswith(b"Adobe"):
-            return self.data[seg.start : seg.end]
+            return self._view[seg.start : seg.end]
         if marker == APP2 and options.keep_icc and payload.startswith(ICC_ID):
-            return self.data[seg.start : seg.end]
+            return self._view[seg.start : seg.end]
         return None
 
     def _describe(self, seg: Segment) -> str:
