@@ -409,7 +409,8 @@ class Heif(ImageFormat):
                     return new_start[box.start] + offset - box.start - before
             raise UnsupportedImage(f"HEIF item offset {offset} is outside every kept box")
 
-        pieces: list[bytes] = []
+        view = memoryview(data)
+        pieces: list[bytes | memoryview] = []
         for box in kept_boxes:
             if box.type == b"meta":
                 meta = self._meta_bytes(removed, options, remap)
@@ -417,23 +418,26 @@ class Heif(ImageFormat):
                     raise UnsupportedImage("HEIF iloc offsets do not fit their fields")
                 pieces.append(meta)
             elif box.type == b"mdat":
-                pieces.append(self._mdat_without(box, cuts))
+                pieces.extend(self._mdat_without(box, cuts, view))
             else:
-                pieces.append(data[box.start : box.end])
+                pieces.append(view[box.start : box.end])
         return b"".join(pieces)
 
     def _inside_mdat(self, rng: tuple[int, int]) -> bool:
         return any(b.type == b"mdat" and b.body <= rng[0] and rng[1] <= b.end for b in self.boxes)
 
-    def _mdat_without(self, box: Box, cuts: list[tuple[int, int]]) -> bytes:
+    def _mdat_without(
+        self, box: Box, cuts: list[tuple[int, int]], view: memoryview
+    ) -> list[bytes | memoryview]:
+        """The mdat box without the cut ranges: a new header, then views of what stays."""
         data = self.data
         inside = [(s, e) for s, e in cuts if box.start <= s < box.end]
-        body: list[bytes] = []
+        body: list[bytes | memoryview] = []
         pos = box.body
         for s, e in inside:
-            body.append(data[pos:s])
+            body.append(view[pos:s])
             pos = e
-        body.append(data[pos : box.end])
+        body.append(view[pos : box.end])
         payload_len = sum(map(len, body))
         size = box.header + payload_len
         if box.header == 16:
@@ -442,7 +446,7 @@ class Heif(ImageFormat):
             header = struct.pack(">I4s", 0, b"mdat")
         else:
             header = struct.pack(">I4s", size, b"mdat")
-        return header + b"".join(body)
+        return [header, *body]
 
     def _strip_in_place(self, removed: set[int], options: StripOptions) -> bytes:
         out = bytearray(self.data)
