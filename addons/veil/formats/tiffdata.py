@@ -146,7 +146,10 @@ class TiffData:
 def printable(raw: bytes, limit: int = 120) -> str:
     """Bytes as a short, single-line, safe string (metadata is hostile: never echo controls)."""
     text = raw.split(b"\x00", 1)[0] if not raw.startswith(b"\x00") else raw.strip(b"\x00")
-    decoded = text.decode("utf-8", "replace")
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError:  # IPTC and old EXIF writers use Latin-1
+        decoded = text.decode("latin-1")
     cleaned = "".join(c if c.isprintable() else " " for c in decoded).strip()
     cleaned = " ".join(cleaned.split())
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
