@@ -309,3 +309,14 @@ def test_bmp_linked_profile_path_goes_and_pixels_stay():
     out = open_image(v5).strip(StripOptions()).data
     assert b"Jane Secret" not in out and len(out) == len(v5)
     assert Image.open(io.BytesIO(out)).tobytes() == Image.open(io.BytesIO(v5)).tobytes()
+
+
+def test_avif_exif_and_xmp_items_are_removed_losslessly():
+    buf = io.BytesIO()
+    picture((64, 48)).save(buf, "AVIF", quality=80, exif=exif_with(1), xmp=XMP)
+    data = buf.getvalue()
+    assert open_image(data).name == "avif"
+    assert {"gps", "xmp", "person_names"} <= kinds(data)
+    out = assert_clean_and_same(data)
+    assert not open_image(data).strip(StripOptions()).reencoded
+    assert len(out) < len(data)
