@@ -320,3 +320,15 @@ def test_avif_exif_and_xmp_items_are_removed_losslessly():
     out = assert_clean_and_same(data)
     assert not open_image(data).strip(StripOptions()).reencoded
     assert len(out) < len(data)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_avif_irot_and_imir_are_kept_and_read_as_the_exif_orientation(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    picture().save(buf, "AVIF", quality=90, exif=exif.tobytes())  # written as irot/imir
+    data = buf.getvalue()
+    assert open_image(data).orientation() == orientation
+    out = assert_clean_and_same(data)
+    assert open_image(out).orientation() == orientation

@@ -216,9 +216,9 @@ class Heif(ImageFormat):
         mirror = (self.data[imir.body] & 1) if imir and imir.end > imir.body else None
         if mirror is None:
             return (1, 8, 3, 6)[turns]  # anti-clockwise turns -> EXIF orientation
-        # imir axis 0: vertical axis (left-right flip), 1: horizontal axis (top-bottom flip);
-        # HEIF applies rotation first, then the mirror.
-        flipped = (2, 5, 4, 7) if mirror == 0 else (4, 7, 2, 5)
+        # imir axis 0 flips top-bottom, 1 flips left-right (as libheif and libavif read it);
+        # the rotation applies first, then the mirror.
+        flipped = (4, 5, 2, 7) if mirror == 0 else (2, 7, 4, 5)
         return flipped[turns]
 
     def _removable(self) -> dict[int, str]:
