@@ -332,3 +332,14 @@ def test_avif_irot_and_imir_are_kept_and_read_as_the_exif_orientation(orientatio
     assert open_image(data).orientation() == orientation
     out = assert_clean_and_same(data)
     assert open_image(out).orientation() == orientation
+
+
+def test_jpeg_bytes_between_segments_are_skipped_reported_and_dropped():
+    buf = io.BytesIO()
+    picture().save(buf, "JPEG")
+    data = buf.getvalue()
+    dqt = data.find(b"\xff\xdb")
+    hidden = data[:dqt] + b"Jane Secret" + data[dqt:]
+    assert "other_metadata" in kinds(hidden)
+    out = assert_clean_and_same(hidden, allowed=frozenset())
+    assert out == open_image(data).strip(StripOptions()).data

@@ -56,14 +56,19 @@ class Segment:
         return data[self.start + 4 : self.header_end]
 
 
-def parse_segments(data: bytes) -> tuple[list[Segment], int]:
-    """Every segment of the primary image, and the offset just past its EOI."""
+def parse_segments(
+    data: bytes, junk: list[tuple[int, int]] | None = None
+) -> tuple[list[Segment], int]:
+    """Every segment of the primary image, and the offset just past its EOI.
+
+    Bytes between segments that are not a marker (some writers leave padding; a hider could
+    leave anything) are skipped as decoders do, and listed in `junk`; stripping drops them."""
     if not data.startswith(b"\xff\xd8"):
         raise MalformedImage("JPEG does not start with SOI")
     segments = [Segment(SOI, 0, 2, 2)]
     pos, size = 2, len(data)
     while len(segments) < MAX_SEGMENTS:
-        pos = _next_marker(data, pos)
+        pos = _next_marker(data, pos, junk)
         if pos + 1 >= size:
             raise MalformedImage("JPEG ends before its EOI marker")
         marker = data[pos + 1]
@@ -92,9 +97,14 @@ def parse_segments(data: bytes) -> tuple[list[Segment], int]:
     raise MalformedImage("JPEG has too many segments")
 
 
-def _next_marker(data: bytes, pos: int) -> int:
-    if pos >= len(data) or data[pos] != 0xFF:
-        raise MalformedImage(f"JPEG has no marker where one is expected (offset {pos})")
+def _next_marker(data: bytes, pos: int, junk: list[tuple[int, int]] | None) -> int:
+    if pos < len(data) and data[pos] != 0xFF:
+        found = data.find(b"\xff", pos)
+        if found < 0:
+            raise MalformedImage("JPEG ends before its EOI marker")
+        if junk is not None:
+            junk.append((pos, found))
+        pos = found
     while pos + 1 < len(data) and data[pos + 1] == 0xFF:  # fill bytes before a marker
         pos += 1
     return pos
@@ -107,7 +117,8 @@ class Jpeg(ImageFormat):
     def __init__(self, data: bytes) -> None:
         super().__init__(data)
         self._view = memoryview(data)
-        self.segments, self.image_end = parse_segments(data)
+        self.junk: list[tuple[int, int]] = []
+        self.segments, self.image_end = parse_segments(data, self.junk)
         self._frame = next((s for s in self.segments if s.marker in SOF_MARKERS), None)
         if self._frame is None:
             raise MalformedImage("JPEG has no frame header (SOF)")
@@ -161,6 +172,9 @@ class Jpeg(ImageFormat):
                 inv.add("c2pa", f"C2PA manifest (JUMBF APP11, {count}{total})")
             else:
                 inv.add("other_metadata", f"JUMBF data (APP11, {count}{total})")
+        if self.junk:
+            extra = size_text(sum(end - start for start, end in self.junk))
+            inv.add("other_metadata", f"{extra} between segments, outside any segment")
         if self.image_end < len(data):
             inv.add("trailing_data", self._trailer_summary())
         return inv.findings()
@@ -261,6 +275,8 @@ class Jpeg(ImageFormat):
             head.insert(
                 2 if len(head) > 1 and _is_jfif(head[1]) else 1, _app1(exif.minimal(orientation))
             )
+        if self.junk:
+            removed.append("bytes between segments")
         if self.image_end < len(data):
             removed.append(self._trailer_summary())
         out = b"".join(head + body)
