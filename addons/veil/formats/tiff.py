@@ -139,8 +139,7 @@ class Tiff(ImageFormat):
         for offset, count in zip(old_offsets, counts, strict=True):
             if offset + count > len(self.data):
                 raise MalformedImage("TIFF strip points past the end of the file")
-            _align(out)
-            new_offsets.append(len(out))
+            new_offsets.append(len(out))  # image data needs no word alignment
             out += self.data[offset : offset + count]
         entries: list[tuple[int, int, int, bytes]] = []
         for tag in sorted(tag for tag in page if tag in keep):
