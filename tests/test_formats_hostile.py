@@ -199,3 +199,13 @@ def test_metadata_text_is_never_echoed_with_control_characters():
     (finding,) = [f for f in open_image(buf.getvalue()).findings() if f.kind == "comment"]
     assert finding.summary.isprintable()
     assert "\x1b" not in finding.summary and "\n" not in finding.summary
+
+
+def test_many_compressed_bombs_share_one_decompression_budget():
+    bomb = zlib.compress(b"\x00" * (9 * 2**20), 1)
+    data = SAMPLES["PNG"]
+    iend = data.rfind(b"IEND") - 4
+    chunks = b"".join(make_chunk(b"zTXt", b"Comment%d\x00\x00" % i + bomb) for i in range(50))
+    png = data[:iend] + chunks + data[iend:]
+    summaries = [f.summary for f in open_image(png).findings()]
+    assert sum("could not be decompressed" in s for s in summaries) >= 45

@@ -21,6 +21,7 @@ from veil.formats.tiffdata import printable
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_CHUNKS = 1_000_000
 MAX_TEXT = 8 * 2**20  # decompressed text read for the inventory, per chunk
+MAX_INFLATED = 32 * 2**20  # ... and for the whole image (many small bombs add up)
 
 # Chunks the display needs: image data, colour, transparency, density, animation.
 KEEP = frozenset(
@@ -127,6 +128,7 @@ class Png(ImageFormat):
 
     def findings(self) -> list[Finding]:
         inv = Inventory()
+        self._budget = MAX_INFLATED
         for chunk in self.chunks:
             self._chunk_findings(chunk, inv)
         if self.image_end < len(self.data):
@@ -137,7 +139,7 @@ class Png(ImageFormat):
         payload = chunk.data(self.data)
         ctype = chunk.type
         if ctype in (b"tEXt", b"zTXt", b"iTXt"):
-            keyword, text = _text_chunk(ctype, payload)
+            keyword, text = _text_chunk(ctype, payload, self._inflate)
             self._text_findings(keyword, text, inv, ctype.decode())
         elif ctype == b"eXIf":
             inv.extend(exif.findings(payload, "EXIF eXIf"))
@@ -148,7 +150,7 @@ class Png(ImageFormat):
             )
         elif ctype == b"iCCP":
             name, _, rest = payload.partition(b"\x00")
-            profile = _inflate(rest[1:], MAX_TEXT) or b""
+            profile = self._inflate(rest[1:]) or b""
             inv.extend([icc.finding(profile, f"iCCP {printable(name)!r}")])
         elif ctype == b"caBX":
             inv.add("c2pa", f"C2PA manifest (caBX, {size_text(len(payload))})")
@@ -156,6 +158,14 @@ class Png(ImageFormat):
             return  # size-preserving filler: zeros
         elif ctype not in KEEP and ctype[:1].islower():
             inv.add("other_metadata", f"chunk {_name(ctype)} ({size_text(len(payload))})")
+
+    def _inflate(self, data: bytes) -> bytes | None:
+        """Decompress within the per-chunk and per-image budgets (None: corrupt or over)."""
+        if self._budget <= 0:
+            return None
+        text = _inflate(data, min(MAX_TEXT, self._budget))
+        self._budget -= len(text or b"") + 1
+        return text
 
     def _text_findings(self, keyword: str, text: bytes | None, inv: Inventory, where: str) -> None:
         key = keyword.lower()
@@ -207,20 +217,20 @@ class Png(ImageFormat):
         return Stripped(b"".join(pieces), tuple(dict.fromkeys(removed)))
 
 
-def _text_chunk(ctype: bytes, payload: bytes) -> tuple[str, bytes | None]:
+def _text_chunk(ctype: bytes, payload: bytes, inflate) -> tuple[str, bytes | None]:
     keyword, _, rest = payload.partition(b"\x00")
     name = printable(keyword, 80)
     if ctype == b"tEXt":
         return name, rest
     if ctype == b"zTXt":
-        return name, _inflate(rest[1:], MAX_TEXT)
+        return name, inflate(rest[1:])
     # iTXt: compression flag, method, language\0, translated keyword\0, text
     if len(rest) < 2:
         return name, b""
     compressed = rest[0] == 1
     parts = rest[2:].split(b"\x00", 2)
     text = parts[2] if len(parts) == 3 else b""
-    return name, _inflate(text, MAX_TEXT) if compressed else text
+    return name, inflate(text) if compressed else text
 
 
 def _inflate(data: bytes, limit: int) -> bytes | None:
