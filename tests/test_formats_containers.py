@@ -343,3 +343,36 @@ def test_jpeg_bytes_between_segments_are_skipped_reported_and_dropped():
     assert "other_metadata" in kinds(hidden)
     out = assert_clean_and_same(hidden, allowed=frozenset())
     assert out == open_image(data).strip(StripOptions()).data
+
+
+def test_nothing_rides_along_inside_the_structures_that_are_kept():
+    secret = b"Jane Secret"
+    # JPEG: an Adobe APP14 segment longer than its 12 standard bytes.
+    buf = io.BytesIO()
+    picture().convert("CMYK").save(buf, "JPEG")
+    jpeg = buf.getvalue()
+    at = jpeg.find(b"\xff\xee\x00\x0eAdobe")
+    assert at > 0
+    jpeg = (
+        jpeg[:at]
+        + b"\xff\xee\x00"
+        + bytes([14 + len(secret)])
+        + jpeg[at + 4 : at + 16]
+        + secret
+        + jpeg[at + 16 :]
+    )
+    # PNG: a pHYs chunk (9 bytes by specification) carrying more.
+    buf = io.BytesIO()
+    picture().save(buf, "PNG", dpi=(72, 72))
+    png = buf.getvalue()
+    phys = png.find(b"pHYs") - 4
+    png = png[:phys] + make_chunk(b"pHYs", png[phys + 8 : phys + 17] + secret) + png[phys + 21 :]
+    # GIF: a graphic control extension with a second sub-block.
+    buf = io.BytesIO()
+    picture().convert("P").save(buf, "GIF", duration=50, transparency=0)
+    gif = buf.getvalue()
+    gce = gif.find(b"\x21\xf9\x04")
+    gif = gif[: gce + 7] + bytes([len(secret)]) + secret + gif[gce + 7 :]
+    for data in (jpeg, png, gif):
+        out = assert_clean_and_same(data, allowed=frozenset())
+        assert secret not in out

@@ -136,8 +136,11 @@ class Gif(ImageFormat):
         pieces: list[bytes] = [data[: self.header_end]]
         removed: list[str] = []
         for block in self.blocks:
-            if block.kind == IMAGE or block.label == GCE:
+            if block.kind == IMAGE:
                 pieces.append(data[block.start : block.end])
+            elif block.label == GCE and data[block.start + 2] == 4:
+                # Exactly one 4-byte sub-block (timing, disposal, transparency) and the end.
+                pieces.append(data[block.start : block.start + 7] + b"\x00")
             elif block.label == APPLICATION and self._app_id(block) in LOOPING_IDS:
                 pieces.append(self._looping(block))
             else:

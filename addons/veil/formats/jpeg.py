@@ -295,8 +295,9 @@ class Jpeg(ImageFormat):
             # JFIF without its (optional) thumbnail: 14 payload bytes, thumbnail size 0x0.
             jfif = payload[:12] + b"\x00\x00"
             return b"\xff\xe0" + struct.pack(">H", 16) + jfif
-        if marker == APP14 and payload.startswith(b"Adobe"):
-            return self._view[seg.start : seg.end]
+        if marker == APP14 and payload.startswith(b"Adobe") and len(payload) >= 12:
+            # Exactly the standard 12 bytes: nothing can ride along after the transform flag.
+            return b"\xff\xee" + struct.pack(">H", 14) + payload[:12]
         if marker == APP2 and options.keep_icc and payload.startswith(ICC_ID):
             return self._view[seg.start : seg.end]
         return None

@@ -30,6 +30,13 @@ KEEP = frozenset(
         b"mDCV", b"cLLI", b"sBIT", b"bKGD", b"pHYs", b"acTL", b"fcTL", b"fdAT",
     }
 )  # fmt: skip
+# Lengths of the kept chunks whose size the specification fixes: a longer one could carry
+# anything after its fields, so it is dropped (ancillary) or refused (IHDR).
+FIXED_LENGTHS = {
+    b"IHDR": (13,), b"gAMA": (4,), b"cHRM": (32,), b"sRGB": (1,), b"cICP": (4,),
+    b"mDCV": (24,), b"cLLI": (8,), b"pHYs": (9,), b"acTL": (8,), b"fcTL": (26,),
+    b"bKGD": (1, 2, 6), b"sBIT": (1, 2, 3, 4),
+}  # fmt: skip
 # Size-preserving filler: ancillary, private, reserved-bit clear, safe to copy; zeros inside.
 FILLER = b"zeRo"
 
@@ -108,6 +115,8 @@ class Png(ImageFormat):
     def __init__(self, data: bytes) -> None:
         super().__init__(data)
         self.chunks, self.image_end = parse_chunks(data)
+        if self.chunks[0].end - self.chunks[0].start != 12 + 13:
+            raise MalformedImage("PNG IHDR has the wrong length")
 
     @classmethod
     def sniff(cls, head: bytes) -> bool:
@@ -198,7 +207,7 @@ class Png(ImageFormat):
         pieces: list[bytes] = [SIGNATURE]
         removed: list[str] = []
         for chunk in self.chunks:
-            if chunk.type in keep:
+            if chunk.type in keep and _plausible(chunk):
                 pieces.append(self.data[chunk.start : chunk.end])
             else:
                 removed.append(f"{chunk.type.decode('latin-1')} chunk")
@@ -215,6 +224,11 @@ class Png(ImageFormat):
             else:  # too small for a chunk (a short trailer went): zeros after IEND
                 pieces.append(bytes(missing))
         return Stripped(b"".join(pieces), tuple(dict.fromkeys(removed)))
+
+
+def _plausible(chunk: Chunk) -> bool:
+    lengths = FIXED_LENGTHS.get(chunk.type)
+    return lengths is None or chunk.end - chunk.start - 12 in lengths
 
 
 def _text_chunk(ctype: bytes, payload: bytes, inflate) -> tuple[str, bytes | None]:

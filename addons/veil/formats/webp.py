@@ -151,6 +151,8 @@ class WebP(ImageFormat):
                 vp8x = chunk.payload(data)
             elif chunk.fourcc == b"ANMF":
                 body.append(self._clean_frame(chunk, removed))
+            elif chunk.fourcc == b"ANIM" and chunk.size >= 6:  # fixed size: nothing rides along
+                body.append(chunk_bytes(b"ANIM", chunk.payload(data)[:6]))
             elif chunk.fourcc in IMAGE_CHUNKS or (chunk.fourcc == b"ICCP" and options.keep_icc):
                 body.append(data[chunk.start : chunk.end])
             else:
@@ -163,7 +165,7 @@ class WebP(ImageFormat):
         if vp8x is not None:
             flags = vp8x[0] & (FLAG_ALPHA | FLAG_ANIM)
             flags |= flags_exif | (FLAG_ICC if options.keep_icc and self._first(b"ICCP") else 0)
-            body.insert(0, chunk_bytes(b"VP8X", bytes([flags]) + vp8x[1:]))
+            body.insert(0, chunk_bytes(b"VP8X", bytes([flags]) + vp8x[1:10]))
         if self.riff_end < len(data):
             removed.append("data after the RIFF end")
         out = _riff(body)
