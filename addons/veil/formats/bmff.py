@@ -123,6 +123,17 @@ class ItemInfo:
     type: bytes
     box: Box
     content_type: bytes = b""
+    version: int = 2
+    flags: int = 0
+    protection: int = 0
+    name: bytes = b""
+
+    def without_name(self) -> bytes:
+        """The infe box with an empty item name (a free-text field); nothing else changes."""
+        fields = bytes([self.version]) + self.flags.to_bytes(3, "big")
+        fields += self.id.to_bytes(2 if self.version == 2 else 4, "big")
+        fields += self.protection.to_bytes(2, "big") + self.type + b"\x00"
+        return _box(b"infe", fields)
 
 
 @dataclass
@@ -453,6 +464,9 @@ class Heif(ImageFormat):
         meta_box = self.meta.box
         meta = self._meta_bytes(removed, options, lambda off: off)
         padding = (meta_box.end - meta_box.start) - len(meta)
+        if 0 < padding < 8:  # too little room for a free box: zeros after the handler name
+            meta = self._meta_bytes(removed, options, lambda off: off, slack=padding)
+            padding = (meta_box.end - meta_box.start) - len(meta)
         if padding and padding < 8:
             raise UnsupportedImage("HEIF meta box cannot be rebuilt at the same length")
         if padding:
@@ -469,7 +483,7 @@ class Heif(ImageFormat):
 
     # -- rebuilding the meta box ------------------------------------------------------------
 
-    def _meta_bytes(self, removed: set[int], options: StripOptions, remap) -> bytes:
+    def _meta_bytes(self, removed: set[int], options: StripOptions, remap, slack: int = 0) -> bytes:
         data, meta = self.data, self.meta
         children: list[bytes] = []
         for child in meta.children:
@@ -483,6 +497,8 @@ class Heif(ImageFormat):
                 children.append(self._iprp(child, removed, options))
             elif child.type == b"idat":
                 children.append(self._idat(child, removed))
+            elif child.type == b"hdlr":
+                children.append(self._hdlr(child, slack))
             elif child.type in META_KEEP:
                 children.append(data[child.start : child.end])
         payload = data[meta.box.body : meta.box.body + 4] + b"".join(c for c in children if c)
@@ -492,8 +508,20 @@ class Heif(ImageFormat):
         kept = [i for i in self.meta.items.values() if i.id not in removed]
         version = self.meta.iinf_version
         count = struct.pack(">H" if version == 0 else ">I", len(kept))
-        entries = b"".join(self.data[i.box.start : i.box.end] for i in kept)
+        entries = b"".join(self._infe(i) for i in kept)
         return _box(b"iinf", bytes([version, 0, 0, 0]) + count + entries)
+
+    def _infe(self, item: ItemInfo) -> bytes:
+        # Coded-image items end at their name; other kinds keep their extra fields as they are.
+        if item.type in (b"mime", b"uri ") or item.protection:
+            return self.data[item.box.start : item.box.end]
+        return item.without_name()
+
+    def _hdlr(self, hdlr: Box, slack: int = 0) -> bytes:
+        """The handler box with an empty name (a free-text field), plus `slack` zeros."""
+        if hdlr.end - hdlr.body < 24:
+            return self.data[hdlr.start : hdlr.end]
+        return _box(b"hdlr", self.data[hdlr.body : hdlr.body + 24] + bytes(1 + slack))
 
     def _iloc(self, removed: set[int], remap) -> bytes:
         version, off_size, len_size, base_size, index_size = self.meta.iloc_head
@@ -630,16 +658,18 @@ def _parse_iinf(data: bytes, box: Box, r: Reader, meta: Meta) -> None:
             continue
         e = Reader(data, infe.body, infe.end)
         version = e.uint(1)
-        e.uint(3)
+        flags = e.uint(3)
         if version < 2:
             raise UnsupportedImage("HEIF item info version 0/1 is not supported")
         item_id = e.uint(2 if version == 2 else 4)
-        e.uint(2)  # protection index
+        protection = e.uint(2)
         item_type = data[e.pos : e.pos + 4]
         e.uint(4)
-        e.cstring()  # item name
+        name = e.cstring()
         content_type = e.cstring() if item_type == b"mime" else b""
-        meta.items[item_id] = ItemInfo(item_id, item_type, infe, content_type.lower())
+        meta.items[item_id] = ItemInfo(
+            item_id, item_type, infe, content_type.lower(), version, flags, protection, name
+        )
         if len(meta.items) > MAX_ITEMS:
             raise MalformedImage("HEIF lists too many items")
 
