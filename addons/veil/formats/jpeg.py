@@ -267,7 +267,7 @@ class Jpeg(ImageFormat):
             kept = self._kept(seg, options)
             if kept is None:
                 removed.append(self._describe(seg))
-            elif seg.marker >= 0xE0 and seg.marker <= 0xEF and not body:
+            elif 0xE0 <= seg.marker <= 0xEF and not body:  # APPn before the first table
                 head.append(kept)
             else:
                 body.append(kept)
@@ -279,11 +279,9 @@ class Jpeg(ImageFormat):
             removed.append("bytes between segments")
         if self.image_end < len(data):
             removed.append(self._trailer_summary())
-        out = b"".join(head + body)
-        if options.size_preserving:
-            filler = _filler(len(data) - len(out))
-            out = b"".join([*head, filler, *body])
-        return Stripped(out, tuple(dict.fromkeys(removed)))
+        if options.size_preserving:  # the filler goes where the metadata segments were
+            head.append(_filler(len(data) - sum(map(len, head)) - sum(map(len, body))))
+        return Stripped(b"".join(head + body), tuple(dict.fromkeys(removed)))
 
     def _kept(self, seg: Segment, options: StripOptions) -> bytes | memoryview | None:
         """The bytes to keep for a segment (a view: scan data is copied once), or None."""
