@@ -52,12 +52,22 @@ EXPECTED: dict[str, set[str]] = {
 }  # fmt: skip
 # Summaries a person reads: the values must be in them.
 SUMMARIES = {
-    "c2_nikon_z9_c2pa_gps_serial_mpf.jpg": ["GPS 40.74 N, 73.99 W", "0030079", "Andy Parsons"],
+    "c2_nikon_z9_c2pa_gps_serial_mpf.jpg": [
+        "GPS 40.74 N, 73.99 W",
+        "0030079",
+        "Andy Parsons",
+        "with an EXIF assertion",
+        "thumbnail in the C2PA manifest",
+        "(2 embedded JPEG images)",
+    ],
     "dn_olympus_ep3_serials_preview.jpg": ["serial number B9U505495 (Olympus maker note)"],
     "dn_png_xmp_mwg_regions_names.png": ["face region 'Denise Wood'", "face region 'Daniel Wood'"],
     "dn_canon_7d_serial_owner_iptc_adobergb.jpg": ["by-line 'Peter Bemmann' (IPTC)", "380319450"],
     "es_canon_ixus_owner.jpg": ["camera owner 'Tom Rowan and Sarah Clifton' (Canon maker note)"],
-    "pil_mpo_nintendo3ds_stereo.jpg": ["0x575bbdf3 (Nintendo maker note)"],
+    "pil_mpo_nintendo3ds_stereo.jpg": [
+        "0x575bbdf3 (Nintendo maker note)",
+        "camera Nintendo 3DS (appended image 2 EXIF)",
+    ],
     "dn_heic_iphonexr_gps_rot90.heic": ["GPS 38.70 N, 9.21 W"],
 }
 # After stripping, only these kinds may remain (the kept ICC profile; a minimal EXIF that

@@ -166,18 +166,52 @@ class Jpeg(ImageFormat):
             inv.extend(photoshop.findings(irb, "Photoshop APP13"))
         inv.extend(self._extended_xmp_findings())
         if jumbf := [s for s in self.segments if s.marker == APP11]:
-            total = size_text(sum(s.end - s.start for s in jumbf))
-            count = f"{len(jumbf)} segments, " if len(jumbf) > 1 else ""
-            if any(b"c2pa" in s.payload(data) for s in jumbf):
-                inv.add("c2pa", f"C2PA manifest (JUMBF APP11, {count}{total})")
-            else:
-                inv.add("other_metadata", f"JUMBF data (APP11, {count}{total})")
+            self._jumbf_findings(jumbf, inv)
         if self.junk:
             extra = size_text(sum(end - start for start, end in self.junk))
             inv.add("other_metadata", f"{extra} between segments, outside any segment")
         if self.image_end < len(data):
             inv.add("trailing_data", self._trailer_summary())
+            inv.extend(self._embedded_findings())
         return inv.findings()
+
+    def _jumbf_findings(self, jumbf: list[Segment], inv: Inventory) -> None:
+        total = size_text(sum(s.end - s.start for s in jumbf))
+        count = f"{len(jumbf)} segments, " if len(jumbf) > 1 else ""
+        manifest = b"".join(s.payload(self.data) for s in jumbf)
+        if b"c2pa" not in manifest:
+            inv.add("other_metadata", f"JUMBF data (APP11, {count}{total})")
+            return
+        copies = " with an EXIF assertion (GPS, serials, names may repeat there)"
+        detail = copies if b"stds.exif" in manifest else ""
+        inv.add("c2pa", f"C2PA manifest (JUMBF APP11, {count}{total}){detail}")
+        if b"c2pa.thumbnail" in manifest:
+            inv.add("thumbnail", "thumbnail in the C2PA manifest (claim or ingredient)")
+
+    def _appended_images(self, limit: int = 8) -> list[bytes]:
+        """Whole JPEG images appended after this one (MPO stereo pairs, MPF previews)."""
+        images: list[bytes] = []
+        start = self.image_end
+        while len(images) < limit:
+            start = self.data.find(b"\xff\xd8\xff", start)
+            if start < 0:
+                break
+            try:
+                _, end = parse_segments(self.data[start:])
+            except MalformedImage:
+                break
+            images.append(self.data[start : start + end])
+            start += end
+        return images
+
+    def _embedded_findings(self) -> list[Finding]:
+        found: list[Finding] = []
+        for number, image in enumerate(self._appended_images(), start=2):
+            for seg in parse_segments(image)[0]:
+                payload = seg.payload(image) if seg.marker == APP1 else b""
+                if payload.startswith(EXIF_ID):
+                    found += exif.findings(payload, f"appended image {number} EXIF")
+        return found
 
     def _segment_findings(self, seg: Segment, inv: Inventory) -> None:
         payload = seg.payload(self.data)
@@ -246,7 +280,7 @@ class Jpeg(ImageFormat):
 
     def _trailer_summary(self) -> str:
         trailer = self.data[self.image_end :]
-        jpegs = trailer.count(b"\xff\xd8\xff")
+        jpegs = len(self._appended_images())
         what = []
         if jpegs:
             what.append(f"{jpegs} embedded JPEG image{'s' if jpegs > 1 else ''}")
