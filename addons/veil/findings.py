@@ -61,6 +61,9 @@ class ImageReport:
     findings: list[Finding] = field(default_factory=list)
     faces: list[Face] | None = None  # None: detection did not run
     orientation: int = 1
+    # Set by stripping: what went (in words), and whether the pixels had to be re-encoded.
+    removed: tuple[str, ...] | None = None
+    reencoded: bool = False
 
     def kinds(self) -> set[str]:
         kinds = {f.kind for f in self.findings}
@@ -75,4 +78,6 @@ class ImageReport:
             "height": self.height,
             "findings": [asdict(f) for f in self.findings],
             "faces": None if self.faces is None else [f.as_list() for f in self.faces],
+            **({"removed": list(self.removed)} if self.removed is not None else {}),
+            **({"reencoded": True} if self.reencoded else {}),
         }

@@ -21,5 +21,7 @@ def transform(
         data = faces.obliterate(data, report, settings)
     if "strip" in actions or "blur" in actions:
         options = StripOptions(keep_icc=settings.keep_icc, size_preserving=size_preserving)
-        data = formats.open_image(data, report.format).strip(options)
+        stripped = formats.open_image(data, report.format).strip(options)
+        report.removed, report.reencoded = stripped.removed, stripped.reencoded
+        data = stripped.data
     return data

@@ -234,7 +234,7 @@ def test_jpeg_strip_keeps_pixels(metadata_corpus):
     data = corpus_file(GPS_JPEG).read_bytes()
     from veil.formats import StripOptions
 
-    stripped = open_image(data).strip(StripOptions())
+    stripped = open_image(data).strip(StripOptions()).data
     assert Image.open(io.BytesIO(stripped)).tobytes() == Image.open(io.BytesIO(data)).tobytes()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from veil.catalogue import Catalogue
 from veil.decide import ImageDecision, RequestContext, decide
 from veil.findings import ImageReport
-from veil.formats import ImageError, detect
+from veil.formats import ImageError, detect, open_image
 from veil.inspect import inspect
 from veil.policy import Policy, PolicyError, load_policy
 from veil.transform import transform
@@ -41,6 +41,12 @@ class ScanResult:
     decision: ImageDecision | None = None
     output: bytes | None = None
     error: str | None = None
+    remaining: set[str] | None = None  # summaries of the findings still in the output
+
+    def status(self, summary: str) -> str:
+        if self.output is None or self.remaining is None:
+            return ""
+        return "kept" if summary in self.remaining else "removed"
 
     def to_json(self) -> dict:
         result: dict = {"file": str(self.path)}
@@ -53,6 +59,8 @@ class ScanResult:
         result["actions"] = list(self.decision.actions)
         if self.output is not None:
             result["bytes_out"] = len(self.output)
+            if self.remaining is not None:
+                result["remaining"] = sorted(self.remaining)
         return result
 
 
@@ -102,9 +110,15 @@ def scan_file(path: Path, policy: Policy, context: RequestContext) -> ScanResult
             output = transform(
                 data, report, decision.actions, policy.settings, size_preserving=False
             )
+        remaining = _remaining_kinds(output, report.format) if output is not None else None
     except (ImageError, RuntimeError) as exc:
         return ScanResult(path, error=f"cannot be inspected: {exc}")
-    return ScanResult(path, report, decision, output)
+    return ScanResult(path, report, decision, output, remaining=remaining)
+
+
+def _remaining_kinds(output: bytes, fmt: str) -> set[str]:
+    """What the transformed bytes still say, read back by the same inventory."""
+    return {f.summary for f in open_image(output, fmt).findings()}
 
 
 def write_outputs(results: list[ScanResult], out: Path) -> None:
@@ -125,9 +139,19 @@ def print_result(r: ScanResult) -> None:
     if rep.findings:
         width = max(len(f.kind) for f in rep.findings)
         for f in rep.findings:
-            print(f"  {f.kind:<{width}}  {f.summary}")
+            status = r.status(f.summary)
+            print(
+                f"  {f.kind:<{width}}  {status:<7}  {f.summary}"
+                if status
+                else f"  {f.kind:<{width}}  {f.summary}"
+            )
     else:
         print("  no metadata found")
+    if rep.removed:
+        how = "re-encoded" if rep.reencoded else "losslessly"
+        print(f"  removes ({how}): {', '.join(rep.removed)}")
+    if r.output is not None and rep.removed is not None:
+        print(f"  bytes: {r.path.stat().st_size} -> {len(r.output)}")
     if rep.faces is not None:
         print(f"  faces: {len(rep.faces)}")
     print(f"  rule: {r.decision.rule.name} -> {', '.join(r.decision.actions)}")

@@ -10,31 +10,39 @@ from veil.formats.base import (
     ImageFormat,
     MalformedImage,
     StripOptions,
+    Stripped,
     UnsupportedImage,
 )
+from veil.formats.bmff import Avif, Heif
+from veil.formats.bmp import Bmp
+from veil.formats.gif import Gif
 from veil.formats.jpeg import Jpeg
+from veil.formats.png import Png
+from veil.formats.tiff import Tiff
+from veil.formats.webp import WebP
 
 __all__ = [
     "ImageError",
     "ImageFormat",
     "MalformedImage",
     "StripOptions",
+    "Stripped",
     "UnsupportedImage",
     "detect",
     "open_image",
 ]
 
 # Every image format Veil recognises, with the class that handles it (None: recognised, but
-# cannot be cleaned yet, so uploads of it fail closed).
+# cannot be cleaned, so uploads of it fail closed).
 _HANDLERS: dict[str, type[ImageFormat] | None] = {
     "jpeg": Jpeg,
-    "png": None,
-    "gif": None,
-    "webp": None,
-    "heif": None,
-    "avif": None,
-    "tiff": None,
-    "bmp": None,
+    "png": Png,
+    "gif": Gif,
+    "webp": WebP,
+    "heif": Heif,
+    "avif": Avif,
+    "tiff": Tiff,
+    "bmp": Bmp,
 }
 
 _HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"mif2"}
