@@ -19,7 +19,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -83,8 +83,10 @@ class AuditLog:
         retention: timedelta | None = None,
         seal_key: bytes | None = None,
         quarantine_key=None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.directory = Path(directory)
+        self.clock = clock
         self.layout = Layout(self.directory)
         self.jsonl_path = self.layout.active
         self.db_path = self.layout.database
@@ -144,7 +146,7 @@ class AuditLog:
             self._stores = _Stores(self.layout, db, self.rotation)
             self._log = structlog.wrap_logger(
                 self._stores,
-                processors=[_stamp, _redact, _normalise, self._chain, _render],
+                processors=[self._stamp, _redact, _normalise, self._chain, _render],
                 wrapper_class=structlog.BoundLogger,
             )
             self._seq, self._last_hash = self._reconcile(db)
@@ -270,6 +272,21 @@ class AuditLog:
         self._seq, self._last_hash = self._pending
         return written
 
+    def _stamp(self, _logger, _name: str, record: dict) -> dict:
+        """Processor: every record starts with a UTC timestamp and a decision id (events
+        from elsewhere may bring neither)."""
+        ts = record.pop("ts", None)
+        try:
+            when = parse_ts(ts) if isinstance(ts, str) else self.clock()
+        except ValueError:
+            when = self.clock()
+        decision_id = record.pop("decision_id", None) or new_decision_id()
+        return {
+            "ts": when.astimezone(UTC).isoformat(timespec="milliseconds"),
+            "decision_id": decision_id,
+            **record,
+        }
+
     def _chain(self, _logger, _name: str, record: dict) -> dict:
         """Processor: the record's place in the chain (and its seal)."""
         record["seq"] = self._seq + 1
@@ -301,7 +318,7 @@ class AuditLog:
         """Remove rotated files older than the retention, recording that in the chain first."""
         if self.retention is None or self._stores is None:
             return
-        cutoff = datetime.now(UTC) - self.retention
+        cutoff = self.clock() - self.retention
         doomed: list[tuple[Path, dict]] = []
         for path in self.layout.rotated():
             last = last_record(path)
@@ -357,21 +374,6 @@ def read_seal_key(path: str | Path) -> bytes:
 
 
 # The processors.
-
-
-def _stamp(_logger, _name: str, record: dict) -> dict:
-    """Every record starts with a UTC timestamp and a decision id (events may bring neither)."""
-    ts = record.pop("ts", None)
-    try:
-        when = parse_ts(ts) if isinstance(ts, str) else datetime.now(UTC)
-    except ValueError:
-        when = datetime.now(UTC)
-    decision_id = record.pop("decision_id", None) or new_decision_id()
-    return {
-        "ts": when.astimezone(UTC).isoformat(timespec="milliseconds"),
-        "decision_id": decision_id,
-        **record,
-    }
 
 
 def _redact(_logger, _name: str, record: dict) -> dict:
@@ -458,7 +460,8 @@ class _Stores:
                     view = view[os.write(fd, view) :]
                 os.fsync(fd)
             except OSError:
-                _truncate_fd(fd, offset)
+                with contextlib.suppress(OSError):  # the first error is the one to report
+                    _truncate_fd(fd, offset)
                 raise
         finally:
             os.close(fd)

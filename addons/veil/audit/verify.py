@@ -58,7 +58,8 @@ class StoreCheck:
     unverifiable: int = 0  # sealed records whose key was not given
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    digests: dict[int, tuple[str, str]] = field(default_factory=dict)  # seq -> (digest, where)
+    # seq -> (digest of the canonical record, where it is, its name)
+    digests: dict[int, tuple[str, str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -113,7 +114,8 @@ def check_chain(entries: Iterable[Entry], keys: dict[str, bytes], label: str) ->
     for entry in listed:
         record = entry.record
         check.count += 1
-        check.digests[entry.seq] = (hashlib.sha256(canonical(record)).hexdigest(), entry.where)
+        digest = hashlib.sha256(canonical(record)).hexdigest()
+        check.digests[entry.seq] = (digest, entry.where, entry.name)
         _check_hash(entry, keys, check, label)
         if prev is None:
             _check_start(entry, anchors, check, label)
@@ -355,19 +357,15 @@ def _compare(layout: Layout, files: StoreCheck, database: StoreCheck) -> list[Pr
                 )
             )
         elif a:
-            problems.append(
-                Problem("both", seq, None, f"record #{seq} ({a[1]}) is missing from {DATABASE}")
-            )
+            message = f"{a[2]} was removed from {DATABASE} (it is still in {a[1]})"
+            problems.append(Problem("both", seq, None, message))
         else:
-            problems.append(
-                Problem(
-                    "both", seq, None, f"record #{seq} is in {DATABASE} but in no JSON-lines file"
-                )
-            )
+            message = f"{b[2]} was removed from the JSON-lines files (it is still in {DATABASE})"
+            problems.append(Problem("both", seq, None, message))
     return problems
 
 
-def _digests_after(layout: Layout, seq: int) -> dict[int, tuple[str, str]]:
+def _digests_after(layout: Layout, seq: int) -> dict[int, tuple[str, str, str]]:
     db = store.connect_reader(layout.database)
     try:
         rows = db.execute("SELECT seq, record FROM records WHERE seq > ?", (seq,)).fetchall()
@@ -379,7 +377,7 @@ def _digests_after(layout: Layout, seq: int) -> dict[int, tuple[str, str]]:
             digest = hashlib.sha256(canonical(json.loads(row["record"]))).hexdigest()
         except ValueError:
             continue
-        out[row["seq"]] = (digest, f"{DATABASE} seq {row['seq']}")
+        out[row["seq"]] = (digest, f"{DATABASE} seq {row['seq']}", f"record #{row['seq']}")
     return out
 
 
