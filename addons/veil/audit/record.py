@@ -53,7 +53,12 @@ def canonical(record: dict) -> bytes:
 
 
 def chain_hash(prev_hash: str, record: dict, key: bytes | None = None) -> str:
-    message = prev_hash.encode() + canonical(record)
+    return link_hash(prev_hash, canonical(record), key)
+
+
+def link_hash(prev_hash: str, body: bytes, key: bytes | None = None) -> str:
+    """The chain's step on a record already in canonical form."""
+    message = prev_hash.encode() + body
     if key is None:
         return hashlib.sha256(message).hexdigest()
     return hmac.new(key, message, hashlib.sha256).hexdigest()

@@ -5,6 +5,8 @@ sealed records, with the operator's key), every record must name its predecessor
 `seq` must count up by one. Then the stores are compared record by record, and every column
 of the database must say what its record says. Problems name the first record affected:
 which one was altered, which ones were removed, which ones are out of order.
+
+Records are streamed: memory grows by one short digest per record, not by the records.
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from veil.audit import store
 from veil.audit.files import Layout, read_lines
-from veil.audit.record import GENESIS, RETENTION_EVENT, canonical, chain_hash, seal_key_id
+from veil.audit.record import GENESIS, RETENTION_EVENT, canonical, link_hash, seal_key_id
 
 JSONL = "audit.jsonl"
 DATABASE = "audit.sqlite3"
+DETAILED = 20  # differences between the stores explained field by field
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,6 @@ class Entry:
 class Problem:
     store: str
     seq: int | None
-    decision_id: str | None
     message: str
 
     def __str__(self) -> str:
@@ -53,13 +55,16 @@ class Problem:
 class StoreCheck:
     """The result of checking one store's chain."""
 
+    label: str
     count: int = 0
     head: Entry | None = None
     unverifiable: int = 0  # sealed records whose key was not given
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    # seq -> (digest of the canonical record, where it is, its name)
-    digests: dict[int, tuple[str, str, str]] = field(default_factory=dict)
+    digests: dict[int, bytes] = field(default_factory=dict)  # seq -> digest of the record
+
+    def problem(self, seq: int | None, message: str) -> None:
+        self.problems.append(Problem(self.label, seq, message))
 
 
 @dataclass
@@ -95,7 +100,8 @@ def verify(directory: Path, seal_keys: Iterable[bytes] = ()) -> Result:
     keys = {seal_key_id(k): k for k in seal_keys}
     layout = Layout(directory)
     database = _check_database(layout, keys)
-    files = _check_files(layout, keys)
+    files = StoreCheck(JSONL)
+    check_chain(_file_entries(layout, files), keys, files)
     result = Result(files, database, file_count=len(layout.files()))
     result.cross = _compare(layout, files, database)
     return result
@@ -104,41 +110,42 @@ def verify(directory: Path, seal_keys: Iterable[bytes] = ()) -> Result:
 # One store's chain.
 
 
-def check_chain(entries: Iterable[Entry], keys: dict[str, bytes], label: str) -> StoreCheck:
-    check = StoreCheck()
-    listed = list(entries)
-    anchors = _retention_anchors(listed)
-    seqs = {e.seq for e in listed}
+@dataclass
+class _Walk:
+    """What the walk along one chain remembers: the previous record, the first one, gaps
+    (a gap whose records turn up later is a reordering, not a removal) and the retention
+    events that explain a trail that does not start at record 1."""
+
     prev: Entry | None = None
-    sealed = False
-    for entry in listed:
+    first: Entry | None = None
+    sealed: bool = False
+    gaps: list[tuple[range, Entry, Entry]] = field(default_factory=list)
+    anchors: dict[str, int] = field(default_factory=dict)
+
+
+def check_chain(entries: Iterable[Entry], keys: dict[str, bytes], check: StoreCheck) -> None:
+    walk = _Walk()
+    for entry in entries:
         record = entry.record
         check.count += 1
-        digest = hashlib.sha256(canonical(record)).hexdigest()
-        check.digests[entry.seq] = (digest, entry.where, entry.name)
-        _check_hash(entry, keys, check, label)
-        if prev is None:
-            _check_start(entry, anchors, check, label)
+        body = canonical(record)
+        check.digests[entry.seq] = hashlib.sha256(body).digest()[:16]
+        _check_hash(entry, body, keys, check)
+        if walk.first is None:
+            walk.first = entry
         else:
-            _check_link(prev, entry, seqs, check, label)
-        if record.get("seal"):
-            sealed = True
-        elif sealed:
-            check.problems.append(
-                Problem(
-                    label,
-                    entry.seq,
-                    record.get("decision_id"),
-                    f"{entry.name} at {entry.where} is not sealed although earlier records "
-                    "are: the chain from here may have been rewritten without the key",
-                )
-            )
-        prev = entry
-    check.head = prev
-    return check
+            _check_link(walk, entry, check)
+        _check_seal_kept(walk, entry, check)
+        if record.get("event") == RETENTION_EVENT and isinstance(record.get("through_hash"), str):
+            walk.anchors[record["through_hash"]] = int(record.get("through_seq") or 0)
+        walk.prev = entry
+    check.head = walk.prev
+    if walk.first is not None:
+        _check_start(walk, check)
+    _report_gaps(walk, check)
 
 
-def _check_hash(entry: Entry, keys: dict[str, bytes], check: StoreCheck, label: str) -> None:
+def _check_hash(entry: Entry, body: bytes, keys: dict[str, bytes], check: StoreCheck) -> None:
     record = entry.record
     seal = record.get("seal")
     key = keys.get(seal) if seal else None
@@ -146,87 +153,85 @@ def _check_hash(entry: Entry, keys: dict[str, bytes], check: StoreCheck, label: 
         check.unverifiable += 1
         return
     prev_hash = record.get("prev_hash")
-    if not isinstance(prev_hash, str) or chain_hash(prev_hash, record, key) != record.get("hash"):
-        check.problems.append(
-            Problem(
-                label,
-                entry.seq,
-                record.get("decision_id"),
-                f"{entry.name} at {entry.where} was altered: its contents do not match its hash",
-            )
+    expected = link_hash(prev_hash, body, key) if isinstance(prev_hash, str) else None
+    if expected != record.get("hash"):
+        check.problem(
+            entry.seq,
+            f"{entry.name} at {entry.where} was altered: its contents do not match its hash",
         )
 
 
-def _check_start(entry: Entry, anchors: dict[str, int], check: StoreCheck, label: str) -> None:
-    prev_hash = entry.record.get("prev_hash")
-    if prev_hash == GENESIS and entry.seq == 1:
+def _check_seal_kept(walk: _Walk, entry: Entry, check: StoreCheck) -> None:
+    if entry.record.get("seal"):
+        walk.sealed = True
+    elif walk.sealed:
+        check.problem(
+            entry.seq,
+            f"{entry.name} at {entry.where} is not sealed although earlier records are: the "
+            "chain from here may have been rewritten without the key",
+        )
+
+
+def _check_link(walk: _Walk, entry: Entry, check: StoreCheck) -> None:
+    prev = walk.prev
+    assert prev is not None
+    expected = prev.seq + 1
+    if entry.record.get("prev_hash") == prev.record.get("hash") and entry.seq == expected:
         return
-    if prev_hash in anchors and anchors[prev_hash] == entry.seq - 1:
+    if entry.seq <= prev.seq:
+        check.problem(
+            entry.seq,
+            f"{entry.name} at {entry.where} is out of order: it comes after record #{prev.seq}",
+        )
+    elif entry.seq > expected:
+        walk.gaps.append((range(expected, entry.seq), prev, entry))
+    else:
+        check.problem(
+            prev.seq,
+            f"{prev.name} at {prev.where} was altered and its hash recomputed: the next record "
+            f"#{entry.seq} names a different predecessor",
+        )
+
+
+def _report_gaps(walk: _Walk, check: StoreCheck) -> None:
+    for missing, prev, entry in walk.gaps:
+        if any(s in check.digests for s in missing):
+            check.problem(
+                entry.seq,
+                f"{entry.name} at {entry.where} is out of order: record #{missing[0]} comes "
+                "after it",
+            )
+            continue
+        gap = f"#{missing[0]}" if len(missing) == 1 else f"#{missing[0]} to #{missing[-1]}"
+        check.problem(
+            missing[0],
+            f"record {gap} was removed: {entry.name} at {entry.where} follows record #{prev.seq}",
+        )
+
+
+def _check_start(walk: _Walk, check: StoreCheck) -> None:
+    first = walk.first
+    assert first is not None
+    prev_hash = first.record.get("prev_hash")
+    if prev_hash == GENESIS and first.seq == 1:
+        return
+    if walk.anchors.get(prev_hash) == first.seq - 1:  # type: ignore[arg-type]
         check.notes.append(
-            f"{label}: records 1 to {entry.seq - 1} were removed by the retention setting "
+            f"{check.label}: records 1 to {first.seq - 1} were removed by the retention setting "
             "(recorded in the chain)"
         )
         return
-    check.problems.append(
-        Problem(
-            label,
-            entry.seq,
-            entry.record.get("decision_id"),
-            f"the trail starts at {entry.name} ({entry.where}): the records before it were removed",
-        )
+    check.problem(
+        first.seq,
+        f"the trail starts at {first.name} ({first.where}): the records before it were removed",
     )
-
-
-def _check_link(prev: Entry, entry: Entry, seqs: set[int], check: StoreCheck, label: str) -> None:
-    record = entry.record
-    expected = prev.seq + 1
-    if record.get("prev_hash") == prev.record.get("hash") and entry.seq == expected:
-        return
-    decision = record.get("decision_id")
-    if entry.seq <= prev.seq:
-        message = (
-            f"{entry.name} at {entry.where} is out of order: it comes after record #{prev.seq}"
-        )
-    elif entry.seq > expected:
-        missing = range(expected, entry.seq)
-        if any(s in seqs for s in missing):
-            message = (
-                f"{entry.name} at {entry.where} is out of order: record #{expected} comes after it"
-            )
-        else:
-            gap = f"#{expected}" if len(missing) == 1 else f"#{expected} to #{entry.seq - 1}"
-            message = (
-                f"record {gap} was removed: {entry.name} at {entry.where} follows "
-                f"record #{prev.seq}"
-            )
-            check.problems.append(Problem(label, expected, decision, message))
-            return
-    else:
-        message = (
-            f"{prev.name} at {prev.where} was altered and its hash recomputed: the next record "
-            f"#{entry.seq} names a different predecessor"
-        )
-        check.problems.append(Problem(label, prev.seq, prev.record.get("decision_id"), message))
-        return
-    check.problems.append(Problem(label, entry.seq, decision, message))
-
-
-def _retention_anchors(entries: list[Entry]) -> dict[str, int]:
-    """Hashes of the last record removed by retention -> its seq (from events in the chain)."""
-    anchors = {}
-    for entry in entries:
-        r = entry.record
-        if r.get("event") == RETENTION_EVENT and isinstance(r.get("through_hash"), str):
-            anchors[r["through_hash"]] = int(r.get("through_seq") or 0)
-    return anchors
 
 
 # Reading each store.
 
 
-def _file_entries(layout: Layout) -> tuple[list[Entry], list[Problem]]:
+def _file_entries(layout: Layout, check: StoreCheck) -> Iterator[Entry]:
     files = layout.files()
-    entries, problems = [], []
     position = 0
     for path in files:
         for line in read_lines(path):
@@ -234,100 +239,83 @@ def _file_entries(layout: Layout) -> tuple[list[Entry], list[Problem]]:
             if line.problem == "incomplete" and path == files[-1]:
                 continue  # a write in progress; a crash's leftover is set aside at next start
             if line.record is None:
-                message = f"{where} is not a record ({line.problem}): altered?"
-                problems.append(Problem(JSONL, None, None, message))
+                check.problem(None, f"{where} is not a record ({line.problem}): altered?")
                 continue
             position += 1
             seq = line.record.get("seq")
-            entries.append(Entry(line.record, where, seq if isinstance(seq, int) else position))
-    return entries, problems
-
-
-def _check_files(layout: Layout, keys: dict[str, bytes]) -> StoreCheck:
-    entries, problems = _file_entries(layout)
-    check = check_chain(entries, keys, JSONL)
-    check.problems = problems + check.problems
-    return check
+            yield Entry(line.record, where, seq if isinstance(seq, int) else position)
 
 
 def _check_database(layout: Layout, keys: dict[str, bytes]) -> StoreCheck:
+    check = StoreCheck(DATABASE)
     if not layout.database.exists():
-        check = StoreCheck()
         if layout.files():
-            check.problems.append(Problem(DATABASE, None, None, f"{DATABASE} is missing"))
+            check.problem(None, f"{DATABASE} is missing")
         return check
     db = store.connect_reader(layout.database)
     try:
-        images = _image_rows(db)
-        entries, problems = _database_entries(db, images)
+        db.execute("BEGIN")  # one snapshot of both tables, even while the proxy writes
+        check_chain(_database_entries(db, check), keys, check)
+        db.execute("COMMIT")
     finally:
         db.close()
-    check = check_chain(entries, keys, DATABASE)
-    check.problems = problems + check.problems
     return check
 
 
-def _image_rows(db: sqlite3.Connection) -> dict[int, list[tuple]]:
-    rows: dict[int, list[tuple]] = {}
-    names = ",".join(("seq", *store.IMAGE_COLUMNS))
-    for row in db.execute(f"SELECT {names} FROM images ORDER BY seq, idx"):
-        rows.setdefault(row[0], []).append(tuple(row))
-    return rows
-
-
-def _database_entries(
-    db: sqlite3.Connection, images: dict[int, list[tuple]]
-) -> tuple[list[Entry], list[Problem]]:
-    entries, problems = [], []
+def _database_entries(db: sqlite3.Connection, check: StoreCheck) -> Iterator[Entry]:
+    images = _images_by_seq(db)
+    pending = next(images, None)
     names = ",".join(store.COLUMNS)
     for row in db.execute(f"SELECT {names}, record FROM records ORDER BY seq"):
         seq = row["seq"]
+        mine: list[tuple] = []
+        while pending is not None and pending[0] <= seq:
+            if pending[0] == seq:
+                mine.append(pending)
+            else:
+                check.problem(
+                    pending[0], f"image rows for record #{pending[0]}, which is not there"
+                )
+            pending = next(images, None)
         where = f"{DATABASE} seq {seq}"
         try:
             record = json.loads(row["record"])
             assert isinstance(record, dict)
         except (ValueError, AssertionError):
-            problems.append(Problem(DATABASE, seq, None, f"{where}: the record is not JSON"))
+            check.problem(seq, f"{where}: the record is not JSON")
             continue
         own = record.get("seq")
         entry = Entry(record, where, own if isinstance(own, int) else seq)
-        problems += _column_problems(entry, row, images.pop(seq, []))
-        entries.append(entry)
-    for seq in images:
-        problems.append(
-            Problem(
-                DATABASE, seq, None, f"{DATABASE}: image rows for record #{seq}, which is not there"
-            )
-        )
-    return entries, problems
+        _check_columns(entry, row, mine, check)
+        yield entry
+    while pending is not None:
+        check.problem(pending[0], f"image rows for record #{pending[0]}, which is not there")
+        pending = next(images, None)
 
 
-def _column_problems(entry: Entry, row: sqlite3.Row, images: list[tuple]) -> list[Problem]:
+def _images_by_seq(db: sqlite3.Connection) -> Iterator[tuple]:
+    cursor = db.cursor()  # a second cursor, read alongside the records
+    names = ",".join(("seq", *store.IMAGE_COLUMNS))
+    for row in cursor.execute(f"SELECT {names} FROM images ORDER BY seq, idx"):
+        yield tuple(row)
+
+
+def _check_columns(entry: Entry, row: sqlite3.Row, images: list[tuple], check: StoreCheck) -> None:
     """Queries read the columns: each must say what the record says."""
-    found = []
     expected = store.record_row({"seq": entry.seq, **entry.record}, "")
     for name, want in zip(store.COLUMNS, expected, strict=False):
         if row[name] != want:
-            found.append(
-                Problem(
-                    DATABASE,
-                    entry.seq,
-                    entry.record.get("decision_id"),
-                    f"{entry.name} at {entry.where} was altered: column {name} is "
-                    f"{row[name]!r} but the record says {want!r}",
-                )
-            )
-    if [tuple(r) for r in images] != store.image_rows({**entry.record, "seq": row["seq"]}):
-        found.append(
-            Problem(
-                DATABASE,
+            check.problem(
                 entry.seq,
-                entry.record.get("decision_id"),
-                f"{entry.name} at {entry.where} was altered: its rows in the images table do "
-                "not match the record",
+                f"{entry.name} at {entry.where} was altered: column {name} is {row[name]!r} but "
+                f"the record says {want!r}",
             )
+    if images != store.image_rows({**entry.record, "seq": row["seq"]}):
+        check.problem(
+            entry.seq,
+            f"{entry.name} at {entry.where} was altered: its rows in the images table do not "
+            "match the record",
         )
-    return found
 
 
 # The two stores against each other.
@@ -337,35 +325,40 @@ def _compare(layout: Layout, files: StoreCheck, database: StoreCheck) -> list[Pr
     if not layout.database.exists():
         return []
     in_files, in_db = files.digests, database.digests
-    late = [s for s in in_files if s not in in_db and s > max(in_db, default=0)]
-    if late:  # the proxy may be between its two writes: look again
+    newest = max(in_db, default=0)
+    if any(seq > newest for seq in in_files):  # the proxy may be between its two writes
         time.sleep(0.5)
-        in_db = {**in_db, **_digests_after(layout, min(late) - 1)}
+        in_db = {**in_db, **_digests_after(layout, newest)}
+    differing = [s for s in sorted(set(in_files) | set(in_db)) if in_files.get(s) != in_db.get(s)]
+    if not differing:
+        return []
+    lookup = _Lookup(layout, set(differing[:DETAILED]))
     problems = []
-    for seq in sorted(set(in_files) | set(in_db)):
-        a, b = in_files.get(seq), in_db.get(seq)
-        if a and b and a[0] == b[0]:
-            continue
-        if a and b:
-            name, detail = _difference(layout, a[1], seq)
+    for n, seq in enumerate(differing):
+        if n >= DETAILED:
+            problems.append(Problem("both", seq, f"record #{seq} differs between the stores"))
+        elif seq in in_files and seq in in_db:
+            problems.append(Problem("both", seq, lookup.difference(seq)))
+        elif seq in in_files:
+            entry = lookup.files.get(seq)
+            name, where = (entry.name, entry.where) if entry else (f"record #{seq}", JSONL)
+            problems.append(
+                Problem("both", seq, f"{name} was removed from {DATABASE} (it is still in {where})")
+            )
+        else:
+            record = lookup.database.get(seq, {})
             problems.append(
                 Problem(
                     "both",
                     seq,
-                    None,
-                    f"{name} differs between {a[1]} and {DATABASE}{detail}",
+                    f"{describe_record(record, seq)} was removed from the JSON-lines files (it is "
+                    f"still in {DATABASE})",
                 )
             )
-        elif a:
-            message = f"{a[2]} was removed from {DATABASE} (it is still in {a[1]})"
-            problems.append(Problem("both", seq, None, message))
-        else:
-            message = f"{b[2]} was removed from the JSON-lines files (it is still in {DATABASE})"
-            problems.append(Problem("both", seq, None, message))
     return problems
 
 
-def _digests_after(layout: Layout, seq: int) -> dict[int, tuple[str, str, str]]:
+def _digests_after(layout: Layout, seq: int) -> dict[int, bytes]:
     db = store.connect_reader(layout.database)
     try:
         rows = db.execute("SELECT seq, record FROM records WHERE seq > ?", (seq,)).fetchall()
@@ -374,35 +367,44 @@ def _digests_after(layout: Layout, seq: int) -> dict[int, tuple[str, str, str]]:
     out = {}
     for row in rows:
         try:
-            digest = hashlib.sha256(canonical(json.loads(row["record"]))).hexdigest()
+            out[row["seq"]] = hashlib.sha256(canonical(json.loads(row["record"]))).digest()[:16]
         except ValueError:
             continue
-        out[row["seq"]] = (digest, f"{DATABASE} seq {row['seq']}", f"record #{row['seq']}")
     return out
 
 
-def _difference(layout: Layout, where: str, seq: int) -> tuple[str, str]:
-    """The record's name, and `: field verdict is 'allowed' in the file, 'blocked' in the
-    database`."""
-    name, _, number = where.rpartition(" line ")
-    try:
-        text = (layout.directory / name).read_text(encoding="utf-8").split("\n")[int(number) - 1]
-        ours = json.loads(text)
+class _Lookup:
+    """The few records that differ, read again from both stores to explain how."""
+
+    def __init__(self, layout: Layout, seqs: set[int]) -> None:
+        self.files = {e.seq: e for e in _file_entries(layout, StoreCheck(JSONL)) if e.seq in seqs}
         db = store.connect_reader(layout.database)
         try:
-            row = db.execute("SELECT record FROM records WHERE seq = ?", (seq,)).fetchone()
+            marks = ",".join("?" * len(seqs))
+            rows = db.execute(f"SELECT seq, record FROM records WHERE seq IN ({marks})", list(seqs))
+            self.database = {}
+            for seq, text in rows:
+                try:
+                    self.database[seq] = json.loads(text)
+                except ValueError:
+                    self.database[seq] = {}
         finally:
             db.close()
-        theirs = json.loads(row[0])
-    except (OSError, ValueError, IndexError, TypeError):
-        return f"record #{seq}", ""
-    path = first_difference(ours, theirs)
-    if path is None:
-        return describe_record(ours, seq), ""
-    detail = (
-        f": field {path} is {_at(ours, path)!r} in the file, {_at(theirs, path)!r} in the database"
-    )
-    return describe_record(ours, seq), detail
+
+    def difference(self, seq: int) -> str:
+        """`record #3 (...) differs ...: field verdict is 'allowed' in the file, 'blocked' in
+        the database`."""
+        entry, theirs = self.files.get(seq), self.database.get(seq, {})
+        if entry is None:
+            return f"record #{seq} differs between the stores"
+        text = f"{entry.name} differs between {entry.where} and {DATABASE}"
+        path = first_difference(entry.record, theirs)
+        if path is None:
+            return text
+        return (
+            f"{text}: field {path} is {_at(entry.record, path)!r} in the file, "
+            f"{_at(theirs, path)!r} in the database"
+        )
 
 
 def first_difference(a, b, path: str = "") -> str | None:

@@ -139,6 +139,11 @@ def _add_report(sub) -> None:
     p.add_argument("--since", metavar="TIME", help="from TIME (default: the whole trail)")
     p.add_argument("--until", metavar="TIME", help="until TIME")
     p.add_argument("--title", default="Veil: images sent to AI services", help="page title")
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip the integrity check shown on the page (it reads the whole trail)",
+    )
     p.set_defaults(handler=handle_report)
 
 
@@ -302,7 +307,14 @@ def handle_report(args: argparse.Namespace) -> int:
     try:
         since = parse_when(args.since) if args.since else None
         until = parse_when(args.until) if args.until else None
-        summary = write_report(Path(args.audit), Path(args.html), args.title, since, until)
+        summary = write_report(
+            Path(args.audit),
+            Path(args.html),
+            args.title,
+            since,
+            until,
+            check_integrity=not args.no_verify,
+        )
     except QueryError as exc:
         return _fail(str(exc))
     except OSError as exc:
