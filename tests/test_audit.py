@@ -394,3 +394,16 @@ def test_writing_to_a_closed_log_raises(tmp_path):
     log = AuditLog(tmp_path)
     with pytest.raises(AuditError, match="not open"):
         log.write(decision(1))
+
+
+def test_veil_run_stops_on_a_bad_audit_flag_before_starting(tmp_path, capsys):
+    from veil.cli import main
+
+    common = ["run", "--certs", str(tmp_path / "certs"), "--audit", str(tmp_path / "audit")]
+    assert main([*common, "--audit-rotate", "weekly"]) == 1
+    assert (
+        "veil run: audit rotation 'weekly' not understood: use 'daily'" in capsys.readouterr().err
+    )
+    assert main([*common, "--audit-seal-key", str(tmp_path / "missing.key")]) == 1
+    assert "cannot read the audit seal key" in capsys.readouterr().err
+    assert not (tmp_path / "audit").exists()

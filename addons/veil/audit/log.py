@@ -148,6 +148,7 @@ class AuditLog:
                 self._stores,
                 processors=[self._stamp, _redact, _normalise, self._chain, _render],
                 wrapper_class=structlog.BoundLogger,
+                cache_logger_on_first_use=True,
             )
             self._seq, self._last_hash = self._reconcile(db)
         except (OSError, sqlite3.Error) as exc:
