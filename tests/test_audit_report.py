@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import subprocess
@@ -172,3 +173,32 @@ def test_a_time_window_limits_the_report(tmp_path, capsys):
     assert re.search(r"wrote .*: \d+ decisions", capsys.readouterr().out)
     html = out.read_text()
     assert "2025-03-05" in html and "2025-03-08" not in html
+
+
+def test_the_page_says_when_the_trail_was_tampered_with(tmp_path):
+    busy_fortnight(tmp_path / "audit", uploads=5)
+    path = tmp_path / "audit" / "audit.jsonl"
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[1])
+    record["user"] = "eve"
+    lines[1] = json.dumps(record)
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "r.html"
+    assert main(["audit", "report", "--audit", str(tmp_path / "audit"), "--html", str(out)]) == 0
+    html = out.read_text()
+    assert 'class="badge bad"' in html and "Integrity check FAILED" in html
+
+
+def test_a_sealed_trail_is_checked_with_its_key(tmp_path):
+    key = tmp_path / "seal.key"
+    assert main(["audit", "keygen", "seal", str(key)]) == 0
+    log = AuditLog.from_options(tmp_path / "audit", seal_key_file=str(key))
+    log.open()
+    log.write({"verdict": "allowed", "service": "chatgpt", "images": []})
+    log.close()
+    out = tmp_path / "r.html"
+    args = ["audit", "report", "--audit", str(tmp_path / "audit"), "--html", str(out)]
+    assert main(args) == 0
+    assert "need the seal key" in out.read_text()
+    assert main([*args, "--seal-key", str(key)]) == 0
+    assert "Hash chain verified in both stores" in out.read_text()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from html import escape
@@ -81,10 +82,11 @@ def write_report(
     until: datetime | None = None,
     *,
     check_integrity: bool = True,
+    seal_keys: Sequence[bytes] = (),
 ) -> Summary:
     summary = summarise(directory, since, until)
     if check_integrity:
-        summary.integrity, summary.integrity_ok = _integrity(directory)
+        summary.integrity, summary.integrity_ok = _integrity(directory, seal_keys)
     else:
         summary.integrity = "Integrity not checked for this report (veil audit verify)"
     out.write_text(render(summary, title), encoding="utf-8")
@@ -249,17 +251,17 @@ def _records(db: sqlite3.Connection, where: str, params: list, limit: int) -> li
     return [json.loads(r[0]) for r in rows]
 
 
-def _integrity(directory: Path) -> tuple[str, bool | None]:
+def _integrity(directory: Path, seal_keys: Sequence[bytes]) -> tuple[str, bool | None]:
     from veil.audit.verify import verify
 
-    result = verify(directory)
+    result = verify(directory, seal_keys)
     if not result.ok:
         return f"Integrity check FAILED: {result.problems[0]}", False
     head = result.files.head
     if result.unverifiable:
         return (
             f"Chain links intact; {result.unverifiable} sealed records need the seal key "
-            "to be checked (veil audit verify --seal-key)",
+            "to be checked (--seal-key FILE)",
             None,
         )
     if head is None:

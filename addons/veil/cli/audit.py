@@ -144,6 +144,13 @@ def _add_report(sub) -> None:
         action="store_true",
         help="skip the integrity check shown on the page (it reads the whole trail)",
     )
+    p.add_argument(
+        "--seal-key",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="check a sealed trail with this key (repeat for earlier keys)",
+    )
     p.set_defaults(handler=handle_report)
 
 
@@ -301,10 +308,12 @@ def handle_verify(args: argparse.Namespace) -> int:
 
 
 def handle_report(args: argparse.Namespace) -> int:
+    from veil.audit.log import read_seal_key
     from veil.audit.query import QueryError, parse_when
     from veil.audit.report import write_report
 
     try:
+        keys = [read_seal_key(path) for path in args.seal_key]
         since = parse_when(args.since) if args.since else None
         until = parse_when(args.until) if args.until else None
         summary = write_report(
@@ -314,8 +323,9 @@ def handle_report(args: argparse.Namespace) -> int:
             since,
             until,
             check_integrity=not args.no_verify,
+            seal_keys=keys,
         )
-    except QueryError as exc:
+    except (QueryError, ValueError) as exc:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"cannot write {args.html}: {exc.strerror}")
