@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from PIL import Image, ImageOps
 from veil.audit import AuditLog
-from veil.audit.files import Layout, follow
+from veil.audit.files import Layout, Rotation, follow
 from veil.audit.phash import perceptual_hash
 from veil.audit.query import Filters, QueryError, parse_when, query
 from veil.cli import main
@@ -114,26 +114,30 @@ def test_tail_shows_decisions_and_events(trail, capsys):
     assert "EVENT" in lines[1] and "policy_reload_failed: line 7: bad" in lines[1]
 
 
-def test_follow_sees_new_records(tmp_path):
-    log = AuditLog(tmp_path)
+def test_follow_sees_new_records_across_rotation(tmp_path):
+    log = AuditLog(tmp_path, rotation=Rotation(max_bytes=500))  # one record per file
     log.open()
     log.write(decision(1, user="old"))
     seen: list[dict] = []
 
     def reader() -> None:
-        for record in follow(Layout(tmp_path), interval=0.05):
+        for record in follow(Layout(tmp_path), interval=0.02):
             seen.append(record)
-            if len(seen) == 2:
+            if len(seen) == 6:
                 return
 
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
-    time.sleep(0.3)
-    log.write(decision(2, user="new"))
+    time.sleep(0.2)
+    for n in range(5):
+        log.write(decision(n, user=f"new{n}"))
     log.write({"event": "policy_reloaded", "message": "ok"})
     thread.join(5)
     log.close()
-    assert [r.get("user") or r.get("event") for r in seen] == ["new", "policy_reloaded"]
+    assert len(Layout(tmp_path).rotated()) >= 5
+    assert [r.get("user") or r.get("event") for r in seen] == [
+        "new0", "new1", "new2", "new3", "new4", "policy_reloaded",
+    ]  # fmt: skip
 
 
 def test_find_recognises_the_file_and_its_copies(trail, tmp_path, capsys):

@@ -10,6 +10,7 @@ quarantine/            encrypted originals of blocked uploads (optional)
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -246,39 +247,95 @@ def parse_ts(ts: str) -> datetime:
 
 
 def follow(layout: Layout, interval: float = 0.5) -> Iterator[dict]:
-    """New records as they are appended to the active file, across rotation (like tail -F)."""
-    position, inode = _end_of_active(layout)
+    """New records as they are written (like tail -F). When the active file is rotated away,
+    the files written since are read too, so that no record is skipped, however fast the
+    rotations; `seq` keeps each record to one appearance."""
+    last = _last_of_files(layout)
+    after = last.get("seq", 0) if last else 0
+    current = _open_at_end(layout.active)
     pending = b""
-    while True:
-        try:
-            stat = layout.active.stat()
-        except FileNotFoundError:
-            time.sleep(interval)
-            continue
-        if stat.st_ino != inode:  # rotated: the new active file is read from its start
-            inode, position, pending = stat.st_ino, 0, b""
-        if stat.st_size > position:
-            with layout.active.open("rb") as f:
-                f.seek(position)
-                chunk = f.read()
-            position += len(chunk)
-            pending += chunk
-            *complete, pending = pending.split(b"\n")
-            for raw in complete:
-                if raw.strip():
-                    line = _parse(layout.active, 0, raw)
-                    if line.record is not None:
-                        yield line.record
-        else:
-            time.sleep(interval)
-
-
-def _end_of_active(layout: Layout) -> tuple[int, int]:
     try:
-        stat = layout.active.stat()
+        while True:
+            if current is None or _replaced(current, layout.active):
+                if current is not None:
+                    current.close()
+                current, records, pending = _catch_up(layout, after)
+            else:
+                chunk = current.read()
+                if not chunk:
+                    time.sleep(interval)
+                    continue
+                records, pending = _complete_records(pending + chunk)
+            for record in records:
+                seq = record.get("seq")
+                if isinstance(seq, int):
+                    if seq <= after:
+                        continue
+                    after = seq
+                yield record
+            if current is None:
+                time.sleep(interval)
+    finally:
+        if current is not None:
+            current.close()
+
+
+def _catch_up(layout: Layout, after: int):
+    """(the active file open at its end, every record after seq `after`, a partial line)."""
+    current = _open_at_start(layout.active)  # before listing: a rotation now is seen twice
+    older: list[dict] = []
+    for path in reversed(layout.rotated()):
+        found = [line.record for line in read_lines(path) if line.record is not None]
+        older = found + older
+        if not found or found[0].get("seq", 0) <= after + 1:
+            break
+    if current is None:
+        return None, older, b""
+    records, pending = _complete_records(current.read())
+    return current, older + records, pending
+
+
+def _complete_records(data: bytes) -> tuple[list[dict], bytes]:
+    *complete, pending = data.split(b"\n")
+    records = []
+    for raw in complete:
+        if raw.strip():
+            line = _parse(Path(ACTIVE), 0, raw)
+            if line.record is not None:
+                records.append(line.record)
+    return records, pending
+
+
+def _last_of_files(layout: Layout) -> dict | None:
+    for path in reversed(layout.files()):
+        record = last_record(path)
+        if record is not None:
+            return record
+    return None
+
+
+def _open_at_end(path: Path):
+    try:
+        f = path.open("rb")
     except FileNotFoundError:
-        return 0, -1
-    return stat.st_size, stat.st_ino
+        return None
+    f.seek(0, 2)
+    return f
+
+
+def _open_at_start(path: Path):
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        return None
+
+
+def _replaced(f, path: Path) -> bool:
+    """Whether `path` now names another file than the open one (rotated away)."""
+    try:
+        return path.stat().st_ino != os.fstat(f.fileno()).st_ino
+    except FileNotFoundError:
+        return True
 
 
 def last_records(layout: Layout, count: int) -> list[dict]:

@@ -269,6 +269,9 @@ class AuditLog:
         except AuditError as exc:
             logger.critical("AUDIT WRITE FAILED, uploads are refused: %s", exc)
             raise
+        except Exception as exc:  # a record that cannot be serialised: refuse, never skip
+            logger.critical("AUDIT WRITE FAILED, uploads are refused: %r", exc)
+            raise AuditError(f"cannot write the audit record: {exc!r}") from exc
         assert self._pending is not None
         self._seq, self._last_hash = self._pending
         return written
@@ -308,7 +311,7 @@ class AuditLog:
             entries = Quarantine(self.layout.quarantine, self.quarantine_key).store(
                 decision_id, images
             )
-        except OSError as exc:
+        except Exception as exc:  # the upload is blocked anyway; the record says why not kept
             logger.error("could not quarantine the images of %s: %s", decision_id, exc)
             return {"quarantine_error": str(exc)}
         return {"quarantine": entries}
@@ -323,7 +326,7 @@ class AuditLog:
         doomed: list[tuple[Path, dict]] = []
         for path in self.layout.rotated():
             last = last_record(path)
-            if last is None or "ts" not in last or parse_ts(last["ts"]) >= cutoff:
+            if last is None or not _older(last.get("ts"), cutoff):
                 break
             doomed.append((path, last))
         if not doomed:
@@ -358,6 +361,13 @@ class AuditLog:
                     path.unlink()
             except OSError as exc:
                 logger.error("audit retention could not remove %s: %s", path, exc)
+
+
+def _older(ts, cutoff: datetime) -> bool:
+    try:
+        return parse_ts(ts) < cutoff
+    except (TypeError, ValueError):
+        return False  # an unreadable time: keep the file
 
 
 def read_seal_key(path: str | Path) -> bytes:
