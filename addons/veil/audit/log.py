@@ -3,7 +3,7 @@ released or answered; when it cannot be, `write` raises `AuditError` and the upl
 
 Records go through a structlog processor chain, each step small and named:
 
-    stamp -> redact -> normalise -> chain -> render  ==>  _Stores (JSON lines + SQLite)
+    stamp -> redact -> normalise -> chain -> render  ==>  Stores (JSON lines + SQLite)
 
 One write is one transaction across both stores: the line is appended and fsynced, then the
 row is committed; if the commit fails the line is cut off again, so the stores never diverge
@@ -12,14 +12,12 @@ row is committed; if the commit fails the line is cut off again, so the stores n
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import json
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,13 +27,12 @@ from veil.audit import store
 from veil.audit.files import (
     Layout,
     Rotation,
-    first_record,
     last_record,
     parse_retention,
     parse_ts,
-    read_lines,
     torn_tail,
 )
+from veil.audit.processors import as_event_kwargs, normalise, redact, render
 from veil.audit.record import (
     GENESIS,
     RETENTION_EVENT,
@@ -43,28 +40,13 @@ from veil.audit.record import (
     new_decision_id,
     seal_key_id,
 )
+from veil.audit.sink import AuditError, Stores, copy_missing, last_of, open_database, seq_of
+
+__all__ = ["AuditError", "AuditLog", "read_seal_key"]
 
 logger = logging.getLogger(__name__)
 
-# Keys that must never reach the trail, at any depth (DESIGN.md: no bodies, no credentials).
-FORBIDDEN_KEYS = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "cookies",
-        "set-cookie",
-        "password",
-        "body",
-        "headers",
-        "content",
-    }
-)
 MIN_SEAL_KEY = 16
-
-
-class AuditError(OSError):
-    """The audit trail cannot be written: uploads must be refused."""
 
 
 class AuditLog:
@@ -100,7 +82,7 @@ class AuditLog:
         self.seal_id = seal_key_id(seal_key) if seal_key else None
         self.quarantine_key = quarantine_key
         self._lock = threading.Lock()
-        self._stores: _Stores | None = None
+        self._stores: Stores | None = None
         self._lock_file: int | None = None
         self._seq = 0
         self._last_hash = GENESIS
@@ -142,11 +124,11 @@ class AuditLog:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
             self._take_lock()
             self._repair_torn_tail()
-            db = _open_database(self.layout)
-            self._stores = _Stores(self.layout, db, self.rotation)
+            db = open_database(self.layout)
+            self._stores = Stores(self.layout, db, self.rotation)
             self._log = structlog.wrap_logger(
                 self._stores,
-                processors=[self._stamp, _redact, _normalise, self._chain, _render],
+                processors=[self._stamp, redact, normalise, self._chain, render],
                 wrapper_class=structlog.BoundLogger,
                 cache_logger_on_first_use=True,
             )
@@ -208,9 +190,9 @@ class AuditLog:
     def _reconcile(self, db: sqlite3.Connection) -> tuple[int, str]:
         """The chain's head; records that reached the JSON lines but not the database (a crash
         between the two writes, or a rebuilt database) are added to the database."""
-        file_head = _last_of(self.layout)
+        file_head = last_of(self.layout)
         db_head = store.head(db)
-        file_seq = _seq_of(file_head, self.layout) if file_head else 0
+        file_seq = seq_of(file_head, self.layout) if file_head else 0
         if file_head is None and db_head is None:
             return 0, GENESIS
         if (
@@ -220,7 +202,7 @@ class AuditLog:
         ):
             return db_head
         if file_head is not None and (db_head is None or file_seq > db_head[0]):
-            added = _copy_missing(self.layout, db, db_head)
+            added = copy_missing(self.layout, db, db_head)
             if added is not None:
                 logger.warning(
                     "added %d record(s) to %s that were only in the JSON-lines files",
@@ -240,7 +222,7 @@ class AuditLog:
         return file_seq, file_head["hash"]  # type: ignore[index]
 
     def _check_seal(self) -> None:
-        head = _last_of(self.layout)
+        head = last_of(self.layout)
         if head and head.get("seal") and self.seal_key is None:
             self.close()
             raise AuditError(
@@ -265,7 +247,7 @@ class AuditLog:
         if self._stores is None or self._log is None:
             raise AuditError("the audit trail is not open")
         try:
-            written = self._log.msg(**_as_event_kwargs(record))
+            written = self._log.msg(**as_event_kwargs(record))
         except AuditError as exc:
             logger.critical("AUDIT WRITE FAILED, uploads are refused: %s", exc)
             raise
@@ -382,228 +364,3 @@ def read_seal_key(path: str | Path) -> bytes:
             "(make one with 'veil audit keygen seal FILE')"
         )
     return key
-
-
-# The processors.
-
-
-def _redact(_logger, _name: str, record: dict) -> dict:
-    """No bytes, bodies, credentials or cookies, at any depth, whatever a caller passes."""
-    return _scrub(record, "")
-
-
-def _scrub(value, where: str):
-    if isinstance(value, dict):
-        clean = {}
-        for key, item in value.items():
-            if str(key).lower() in FORBIDDEN_KEYS:
-                logger.error("audit: dropped the field %s%s (never recorded)", where, key)
-                continue
-            clean[key] = _scrub(item, f"{where}{key}.")
-        return clean
-    if isinstance(value, (list, tuple)):
-        return [_scrub(item, where) for item in value]
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        place = where.rstrip(".") or "the top level"
-        logger.error("audit: dropped %d bytes at %s (never recorded)", len(value), place)
-        return f"<{len(value)} bytes not recorded>"
-    return value
-
-
-def _normalise(_logger, _name: str, record: dict) -> dict:
-    """The record exactly as JSON gives it back, so what is hashed is what is verified."""
-    return json.loads(json.dumps(record, ensure_ascii=False, default=str))
-
-
-_json = structlog.processors.JSONRenderer(ensure_ascii=False, separators=(",", ":"))
-
-
-def _render(logger, name: str, record: dict):
-    """Processor: one JSON line; the record rides along for the database columns."""
-    return (_json(logger, name, record),), {"record": record}
-
-
-def _as_event_kwargs(record: dict) -> dict:
-    return {str(k): v for k, v in record.items()}
-
-
-# The two stores.
-
-
-class _Stores:
-    """structlog's "logger": appends one line and commits one row, or neither."""
-
-    def __init__(self, layout: Layout, db: sqlite3.Connection, rotation: Rotation) -> None:
-        self.layout = layout
-        self.db = db
-        self.rotation = rotation
-        self.rotated = False
-        self._first_ts = (first_record(layout.active) or {}).get("ts")
-        self._uncut: int | None = None  # a line that could not be cut off after a failure
-
-    def msg(self, line: str, *, record: dict) -> dict:
-        self._cut_leftover()
-        try:
-            self._rotate_if_due(record["ts"])
-            offset = self._append(line + "\n")
-        except OSError as exc:
-            raise AuditError(f"cannot write {self.layout.active}: {exc}") from exc
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            store.insert(self.db, record, line)
-            self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            self._cut(offset)
-            raise AuditError(f"cannot write {self.layout.database}: {exc}") from exc
-        if self._first_ts is None:
-            self._first_ts = record["ts"]
-        return record
-
-    def _append(self, data: str) -> int:
-        path = self.layout.active
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        try:
-            offset = os.fstat(fd).st_size
-            try:
-                view = memoryview(data.encode())
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            except OSError:
-                with contextlib.suppress(OSError):  # the first error is the one to report
-                    _truncate_fd(fd, offset)
-                raise
-        finally:
-            os.close(fd)
-        if offset == 0:
-            _fsync_directory(self.layout.directory)  # the new file's name is durable too
-        return offset
-
-    def _cut(self, offset: int) -> None:
-        try:
-            fd = os.open(self.layout.active, os.O_WRONLY)
-            try:
-                _truncate_fd(fd, offset)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            logger.critical("could not take back an unrecorded audit line: %s", exc)
-            self._uncut = offset
-
-    def _cut_leftover(self) -> None:
-        if self._uncut is None:
-            return
-        offset, self._uncut = self._uncut, None
-        self._cut(offset)
-        if self._uncut is not None:
-            raise AuditError("the audit file still holds a line the database refused")
-
-    def _rollback(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self.db.execute("ROLLBACK")
-
-    def _rotate_if_due(self, ts: str) -> None:
-        try:
-            size = self.layout.active.stat().st_size
-        except FileNotFoundError:
-            return
-        if not self.rotation.due(size, self._first_ts, ts):
-            return
-        target = self.layout.next_rotated()
-        os.rename(self.layout.active, target)
-        _fsync_directory(self.layout.directory)
-        self._first_ts = None
-        self.rotated = True
-        logger.info("audit: rotated audit.jsonl to %s", target.name)
-
-    def delete_through(self, seq: int) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            store.delete_through(self.db, seq)
-            self.db.execute("COMMIT")
-        except sqlite3.Error:
-            self._rollback()
-            raise
-
-    def close(self) -> None:
-        self.db.close()
-
-
-def _truncate_fd(fd: int, offset: int) -> None:
-    os.ftruncate(fd, offset)
-    os.fsync(fd)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _open_database(layout: Layout) -> sqlite3.Connection:
-    db = store.connect_writer(layout.database)
-    if store.has_tables(db) and store.schema_version(db) != store.SCHEMA_VERSION:
-        db.close()
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        old = layout.database.with_name(f"{layout.database.name}.v0-{stamp}")
-        for suffix in ("", "-wal", "-shm"):
-            source = Path(f"{layout.database}{suffix}")
-            if source.exists():
-                source.rename(Path(f"{old}{suffix}"))
-        logger.warning("audit database schema is out of date: moved to %s, rebuilt", old.name)
-        db = store.connect_writer(layout.database)
-    store.create(db)
-    return db
-
-
-def _last_of(layout: Layout) -> dict | None:
-    for path in reversed(layout.files()):
-        record = last_record(path)
-        if record is not None:
-            return record
-    return None
-
-
-def _seq_of(record: dict, layout: Layout) -> int:
-    """A record's sequence number (records written before `seq` existed: their position)."""
-    seq = record.get("seq")
-    if isinstance(seq, int):
-        return seq
-    return sum(1 for _ in numbered(layout))
-
-
-def numbered(layout: Layout) -> Iterator[tuple[int, str, dict]]:
-    """(seq, line, record) for every complete record of the files, oldest first."""
-    position = 0
-    for path in layout.files():
-        for line in read_lines(path):
-            if line.record is None:
-                continue
-            position += 1
-            seq = line.record.get("seq")
-            yield (seq if isinstance(seq, int) else position), line.text, line.record
-
-
-def _copy_missing(
-    layout: Layout, db: sqlite3.Connection, db_head: tuple[int, str] | None
-) -> int | None:
-    """Insert the records after the database's head; None when the head is not in the files."""
-    after = db_head[0] if db_head else 0
-    missing = []
-    for seq, text, record in numbered(layout):
-        if db_head and seq == db_head[0] and record.get("hash") != db_head[1]:
-            return None
-        if seq > after:
-            missing.append((seq, text, record))
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        for seq, text, record in missing:
-            store.insert(db, {**record, "seq": seq}, text)
-        db.execute("COMMIT")
-    except sqlite3.Error:
-        db.execute("ROLLBACK")
-        raise
-    return len(missing)
