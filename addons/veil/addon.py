@@ -28,6 +28,14 @@ DECIDED_KEY = "veil.decision"
 # Content-Length are buffered up to it (and refused past it), larger requests are refused early.
 BODY_LIMIT_FACTOR = 4
 VEIL_OPTIONS = {"veil_policy", "veil_services", "veil_audit", "veil_max_upload", "veil_workers"}
+AUDIT_OPTIONS = {
+    "veil_audit",
+    "veil_audit_rotate",
+    "veil_audit_retention",
+    "veil_audit_seal_key",
+    "veil_quarantine_key",
+}
+VEIL_OPTIONS |= AUDIT_OPTIONS
 
 
 class Veil:
@@ -53,6 +61,16 @@ class Veil:
             "veil_max_upload", str, "", "Largest upload to an AI service (overrides the policy)."
         )
         loader.add_option("veil_workers", int, 2, "Threads that inspect and transform images.")
+        loader.add_option(
+            "veil_audit_rotate", str, "", "Start a new audit file: daily, at a size, or both."
+        )
+        loader.add_option(
+            "veil_audit_retention", str, "", "Delete rotated audit files older than this (90d)."
+        )
+        loader.add_option("veil_audit_seal_key", str, "", "HMAC the audit chain with this key.")
+        loader.add_option(
+            "veil_quarantine_key", str, "", "Keep blocked images encrypted to this public key."
+        )
 
     def configure(self, updated: set[str]) -> None:
         if not self._configured:
@@ -71,7 +89,7 @@ class Veil:
                 self._policy = self._load_policy()
         except (CatalogueError, PolicyError, ValueError) as exc:
             raise exceptions.OptionsError(str(exc)) from exc
-        if "veil_audit" in updated:
+        if updated & AUDIT_OPTIONS:
             self._open_audit(Path(ctx.options.veil_audit))
         if "veil_workers" in updated:
             if self.pool is not None:
@@ -91,8 +109,14 @@ class Veil:
     def _open_audit(self, directory: Path) -> None:
         if self.audit is not None:
             self.audit.close()
-        self.audit = AuditLog(directory)
         try:
+            self.audit = AuditLog.from_options(
+                directory,
+                rotate=ctx.options.veil_audit_rotate,
+                retention=ctx.options.veil_audit_retention,
+                seal_key_file=ctx.options.veil_audit_seal_key,
+                quarantine_key_file=ctx.options.veil_quarantine_key,
+            )
             self.audit.open()
         except AuditError as exc:
             raise exceptions.OptionsError(str(exc)) from exc

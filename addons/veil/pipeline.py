@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from veil import splice
 from veil.answer import Answer, refusal
 from veil.audit import AuditError, AuditLog, new_decision_id
+from veil.audit.phash import perceptual_hash
 from veil.decide import ImageDecision, RequestContext, decide
 from veil.extract import Extraction, ExtractionLimitExceeded, Limits, Payload, extract
 from veil.extract.encoding import EncodingError
@@ -181,6 +182,8 @@ class Pipeline:
         message = worst.decision.message or _default_refusal(req, worst)
         record = self._record(req, decision_id, started, verdict, images, worst)
         record["message"] = message
+        if not coached:  # optional: the originals, encrypted to the operator's key
+            record.update(self.audit.quarantine(decision_id, [i.payload.data for i in images]))
         record = self.audit.write(record)
         answer = refusal(
             403,
@@ -313,6 +316,7 @@ def _image_record(image: _Image) -> dict:
         bytes_out=len(data_out),
         sha256_in=hashlib.sha256(data_in).hexdigest(),
         sha256_out=hashlib.sha256(data_out).hexdigest(),
+        phash=perceptual_hash(data_in),  # finds resized / re-encoded copies (veil audit find)
     )
     return entry
 

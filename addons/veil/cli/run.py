@@ -27,6 +27,20 @@ def add_parser(commands) -> None:
     p.add_argument("--certs", default="certs", help="directory of the proxy's CA")
     p.add_argument("--audit", default="audit", help="directory of the audit trail")
     p.add_argument("--max-upload", help="largest upload to an AI service, e.g. 64MiB")
+    p.add_argument(
+        "--audit-rotate", metavar="WHEN", help="new audit file: daily, 100MiB, or daily,100MiB"
+    )
+    p.add_argument(
+        "--audit-retention", metavar="AGE", help="delete rotated audit files older than AGE (90d)"
+    )
+    p.add_argument(
+        "--audit-seal-key", metavar="FILE", help="HMAC the audit chain (veil audit keygen seal)"
+    )
+    p.add_argument(
+        "--quarantine-key",
+        metavar="FILE",
+        help="keep blocked images encrypted to this public key (veil audit keygen quarantine)",
+    )
     p.set_defaults(handler=handle)
 
 
@@ -60,8 +74,33 @@ def handle(args: argparse.Namespace) -> int:
         mitm_args += ["--set", f"veil_services={Path(args.services).resolve()}"]
     if args.max_upload:
         mitm_args += ["--set", f"veil_max_upload={args.max_upload}"]
+    audit_args = audit_options(args)
+    if audit_args is None:
+        return 1
+    mitm_args += audit_args
     hint = StartupHint(policy_path, Path(args.audit), certs / CA_CERT)
     return start_mitmdump(mitm_args + list(args.passthrough), hint)
+
+
+def audit_options(args: argparse.Namespace) -> list[str] | None:
+    """The audit flags as mitmproxy options, checked first so mistakes stop here, clearly."""
+    from veil.audit import AuditError, AuditLog
+
+    keys = {"veil_audit_seal_key": args.audit_seal_key, "veil_quarantine_key": args.quarantine_key}
+    values = {k: str(Path(v).resolve()) for k, v in keys.items() if v}
+    values |= {"veil_audit_rotate": args.audit_rotate, "veil_audit_retention": args.audit_retention}
+    try:
+        AuditLog.from_options(
+            args.audit,
+            rotate=args.audit_rotate or "",
+            retention=args.audit_retention or "",
+            seal_key_file=values.get("veil_audit_seal_key", ""),
+            quarantine_key_file=values.get("veil_quarantine_key", ""),
+        )
+    except AuditError as exc:
+        print(f"veil run: {exc}", file=sys.stderr)
+        return None
+    return [arg for k, v in values.items() if v for arg in ("--set", f"{k}={v}")]
 
 
 def ensure_ca(certs: Path) -> None:
