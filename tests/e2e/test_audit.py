@@ -140,7 +140,9 @@ def test_each_decision_leaves_one_record_that_verify_checks(start_proxy, upstrea
         for name in stores
         if (proxy.audit_dir / name).exists()
     )
-    assert photo[2000:2064] not in everything and b"NIKON" not in everything
+    # (Findings are summaries, e.g. the camera's make, never the metadata blocks themselves.)
+    middle = len(photo) // 2
+    assert photo[2000:2064] not in everything and photo[middle : middle + 64] not in everything
 
     result = veil("audit", "verify", "--audit", str(proxy.audit_dir))  # while it runs
     assert result.returncode == 0, result.stdout + result.stderr
