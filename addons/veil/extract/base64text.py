@@ -1,0 +1,146 @@
+"""Images written as base64 text: a cheap prefilter, then the run, its form, and its bytes.
+
+The prefilter looks for the base64 spelling of image magic numbers at the start of a base64
+run (after a quote, a comma, an equals sign, a line break ...) before anything is decoded.
+It tolerates the ways an enclosing layer may have escaped the text (`\\/` in JSON, `%2F` in a
+form, both nested), so that one pass over the whole body says whether any layer below it can
+hold an image. A run is decoded only where the prefilter matched, and a replacement is written
+back in the same form: the same alphabet, padding and line wrapping.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+
+# Fewer decoded bytes than this are never treated as an image: "/9j/" quoted in a chat
+# message is not a JPEG. The smallest real images (GIF, WebP) are a few dozen bytes.
+MIN_IMAGE_BYTES = 32
+
+_SLASH = rb"(?:_|(?:\\|%5[cC])*(?:/|%2[fF])|(?:\\|%5[cC])+u002[fF])"
+_B64 = rb"[A-Za-z0-9+/_-]"
+# Base64 of each format's first bytes (aligned at the start of the data).
+_MAGIC = [
+    _SLASH + rb"9j" + _SLASH,  # JPEG  FF D8 FF
+    rb"iVBORw0KGgo",  # PNG   89 'PNG' 0D 0A 1A 0A
+    rb"R0lGOD",  # GIF   'GIF8'
+    rb"UklGR",  # RIFF (WebP is confirmed on the decoded bytes)
+    rb"AAAA" + _B64 + rb"GZ0eX",  # ISO-BMFF 'ftyp' (HEIF, AVIF) with a box shorter than 256
+    rb"SUkqA",  # TIFF  'II*' 00
+    rb"SUkrA",  # BigTIFF 'II+' 00
+    rb"TU0AK",  # TIFF / BigTIFF 'MM' 00 2A|2B
+    rb"Qk" + _B64 + rb"{6}AAAA",  # BMP 'BM', size, zero reserved bytes
+    rb"JVBERi0",  # PDF '%PDF-' (noted, not an image)
+]
+_PREFIX = rb"(?P<prefix>" + rb"|".join(_MAGIC) + rb")"
+# What may stand before the run: anything that is not base64, a percent-escape (`%2C`,
+# `%22`) or a JSON escape (`\n`). Starting with a character class keeps the scan fast.
+_LEAD = rb"(?:[^A-Za-z0-9+/_-]|%[0-9A-Fa-f]{2}|\\+[nrtbf])"
+_CANDIDATE = re.compile(_LEAD + _PREFIX)
+_CANDIDATE_AT_START = re.compile(_PREFIX)
+
+_STD = rb"A-Za-z0-9+/"
+_URL = rb"A-Za-z0-9_-"
+_RUN = {
+    urlsafe: re.compile(rb"[%s]+(?:(?:\r\n|\n)[%s]+)*(?:==?)?" % (chars, chars))
+    for urlsafe, chars in ((False, _STD), (True, _URL))
+}
+_ALPHABET = {False: frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
+_ALPHABET[True] = (_ALPHABET[False] - frozenset(b"+/")) | frozenset(b"-_")
+
+
+def candidates(data: bytes) -> list[int]:
+    """Offsets where the base64 of an image (or PDF) may start, in this text or below it."""
+    found = [m.start("prefix") for m in _CANDIDATE.finditer(data)]
+    if _CANDIDATE_AT_START.match(data):
+        found.insert(0, 0)
+    return found
+
+
+@dataclass(frozen=True)
+class Base64Form:
+    """How a run was written, so a replacement is written the same way."""
+
+    urlsafe: bool = False
+    padded: bool = True
+    line_length: int | None = None  # wrapped at this many characters
+    newline: bytes = b"\n"
+
+    def encode(self, data: bytes) -> bytes:
+        text = base64.urlsafe_b64encode(data) if self.urlsafe else base64.b64encode(data)
+        if not self.padded:
+            text = text.rstrip(b"=")
+        if self.line_length:
+            n = self.line_length
+            text = self.newline.join(text[i : i + n] for i in range(0, len(text), n))
+        return text
+
+    def describe(self) -> str:
+        words = ["base64url" if self.urlsafe else "base64"]
+        if not self.padded:
+            words.append("unpadded")
+        if self.line_length:
+            words.append(f"wrapped at {self.line_length}")
+        return " ".join(words)
+
+
+@dataclass(frozen=True)
+class Run:
+    start: int
+    end: int
+    form: Base64Form
+    data: bytes  # the decoded bytes
+
+    def is_data_url(self, text: bytes) -> bool:
+        head = text[max(0, self.start - 200) : self.start].lower()
+        return head.endswith(b";base64,") and b"data:" in head
+
+
+def find_run(text: bytes, start: int) -> Run | None:
+    """The base64 run that starts at `start`, decoded; None when there is none."""
+    best = None
+    for urlsafe in (False, True):
+        m = _RUN[urlsafe].match(text, start)
+        if m and (best is None or m.end() > best[1].end()):
+            best = (urlsafe, m)
+    if best is None:
+        return None
+    urlsafe, m = best
+    if start > 0 and text[start - 1] in _ALPHABET[urlsafe]:
+        return None  # the middle of a longer run: not where an image starts
+    raw = m.group()
+    if len(raw) < MIN_IMAGE_BYTES * 4 // 3:
+        return None
+    form = _form(raw, urlsafe)
+    data = _decode(raw, urlsafe)
+    if data is None:
+        return None
+    return Run(m.start(), m.end(), form, data)
+
+
+def _form(raw: bytes, urlsafe: bool) -> Base64Form:
+    newline = b"\r\n" if b"\r\n" in raw else b"\n"
+    line_length = None
+    if b"\n" in raw:
+        line_length = len(raw.split(newline, 1)[0])
+    chars = len(raw) - raw.count(b"\n") - raw.count(b"\r")
+    if raw.endswith(b"="):
+        padded = True
+    elif chars % 4:
+        padded = False
+    else:  # no padding was needed: the usual habit of each alphabet
+        padded = not urlsafe
+    return Base64Form(urlsafe, padded, line_length, newline)
+
+
+def _decode(raw: bytes, urlsafe: bool) -> bytes | None:
+    chars = raw.translate(None, b"\r\n=")
+    if len(chars) % 4 == 1:
+        chars = chars[:-1]  # a cut-off run: decode what is there (inspection will judge it)
+    chars += b"=" * (-len(chars) % 4)
+    try:
+        return base64.b64decode(chars, altchars=b"-_" if urlsafe else None, validate=True)
+    except (binascii.Error, ValueError):
+        return None
