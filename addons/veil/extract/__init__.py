@@ -19,7 +19,6 @@ from veil.extract.layers import Layer
 from veil.extract.limits import ExtractionLimitExceeded, Limits
 from veil.extract.payloads import Collector, Document, Extraction, Payload, Span, SpliceError
 from veil.extract.scan import look_at
-from veil.formats import detect
 
 __all__ = [
     "Document",
@@ -52,12 +51,9 @@ def extract(
     if not body:
         return Extraction(body)
     found = Collector(limits, size_declared)
-    boundary = None
-    if detect(body) is None:  # a file is a file, whatever the Content-Type says
-        boundary = multipart.boundary_from_content_type(content_type)
-        boundary = boundary or multipart.sniff_boundary(body)
-    if boundary is not None:
-        multipart.extract(Layer(body, "body"), boundary, found)
+    structure = multipart.structure(body, content_type)
+    if structure is not None:
+        multipart.extract(Layer(body, "body"), *structure, found)
         shape = "multipart"
     else:
         look_at(Layer(body, "raw body"), found)

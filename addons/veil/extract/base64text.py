@@ -15,6 +15,11 @@ import binascii
 import re
 from dataclasses import dataclass
 
+# Wrapped base64 uses a fixed line length, a multiple of 4 (MIME 76, PEM 64); lines that do not
+# follow it end the run (a run and a line of text after it are not one run).
+MIN_LINE_LENGTH = 40
+MAX_LINE_LENGTH = 128
+_RUN_ENDS = frozenset(b"\r\n\"'<>)]},;&\\")
 # Fewer decoded bytes than this are never treated as an image: "/9j/" quoted in a chat
 # message is not a JPEG. The smallest real images (GIF, WebP) are a few dozen bytes.
 MIN_IMAGE_BYTES = 32
@@ -24,7 +29,7 @@ _B64 = rb"[A-Za-z0-9+/_-]"
 # Base64 of each format's first bytes (aligned at the start of the data).
 _MAGIC = [
     _SLASH + rb"9j" + _SLASH,  # JPEG  FF D8 FF
-    rb"iVBORw0KGgo",  # PNG   89 'PNG' 0D 0A 1A 0A
+    rb"iVBORw0KGg",  # PNG   89 "PNG" 0D 0A 1A 0A (what follows varies)
     rb"R0lGOD",  # GIF   'GIF8'
     rb"UklGR",  # RIFF (WebP is confirmed on the decoded bytes)
     rb"AAAA" + _B64 + rb"GZ0eX",  # ISO-BMFF 'ftyp' (HEIF, AVIF) with a box shorter than 256
@@ -47,6 +52,7 @@ _RUN = {
     urlsafe: re.compile(rb"[%s]+(?:(?:\r\n|\n)[%s]+)*(?:==?)?" % (chars, chars))
     for urlsafe, chars in ((False, _STD), (True, _URL))
 }
+_LINE_BREAK = re.compile(rb"(\r?\n)")
 _ALPHABET = {False: frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
 _ALPHABET[True] = (_ALPHABET[False] - frozenset(b"+/")) | frozenset(b"-_")
 
@@ -111,13 +117,35 @@ def find_run(text: bytes, start: int) -> Run | None:
     if start > 0 and text[start - 1] in _ALPHABET[urlsafe]:
         return None  # the middle of a longer run: not where an image starts
     raw = m.group()
+    if b"\n" in raw:
+        raw = raw[: _wrapped_length(raw, text, start)]
     if len(raw) < MIN_IMAGE_BYTES * 4 // 3:
         return None
     form = _form(raw, urlsafe)
     data = _decode(raw, urlsafe)
     if data is None:
         return None
-    return Run(m.start(), m.end(), form, data)
+    return Run(start, start + len(raw), form, data)
+
+
+def _wrapped_length(raw: bytes, text: bytes, start: int) -> int:
+    """How much of a run with line breaks is one consistently wrapped run."""
+    pieces = _LINE_BREAK.split(raw)  # line, break, line, break, ..., line
+    width = len(pieces[0])
+    if width % 4 or not MIN_LINE_LENGTH <= width <= MAX_LINE_LENGTH:
+        return width
+    length = width
+    for i in range(2, len(pieces), 2):
+        line, line_break = pieces[i], pieces[i - 1]
+        if line_break != pieces[1] or len(line.rstrip(b"=")) > width:
+            break
+        if len(line) < width:  # the last line, unless it is text that follows the run
+            end = start + length + len(line_break) + len(line)
+            if line.endswith(b"=") or end == len(text) or text[end] in _RUN_ENDS:
+                length += len(line_break) + len(line)
+            break
+        length += len(line_break) + len(line)
+    return length
 
 
 def _form(raw: bytes, urlsafe: bool) -> Base64Form:

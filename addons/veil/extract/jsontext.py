@@ -103,10 +103,13 @@ def string_layer(parent: Layer, token: StringToken) -> Layer:
     """A layer holding the string's content with its escapes undone."""
     raw = parent.data[token.start : token.end]
     where = parent.inner(f"json {token.path}")
+    # Line breaks written as they are: not strict JSON, so keep writing them that way.
+    literal = {c: bytes([c]) for c in b"\r\n\t" if c in raw}
     if b"\\" not in raw:
-        return parent.child(token.start, raw, where, escape=escaper({}))
+        return parent.child(token.start, raw, where, escape=escaper(literal))
     decoded, offsets, style = unescape(raw)
-    return parent.child(token.start, decoded, where, offsets=offsets, escape=escaper(style))
+    escape = escaper(literal | style)
+    return parent.child(token.start, decoded, where, offsets=offsets, escape=escape)
 
 
 def unescape(raw: bytes) -> tuple[bytes, OffsetMap, dict[int, bytes]]:

@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from veil.extract.layers import Layer
 from veil.extract.payloads import Collector, SpliceError
+from veil.formats import detect
 
 _BOUNDARY = re.compile(r'boundary\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;,\s]+))', re.IGNORECASE)
 # A body that starts with a delimiter line is multipart whatever its Content-Type says.
@@ -150,16 +152,32 @@ def _find_delimiter(body: bytes, delimiter: bytes, start: int) -> int:
         pos = found + 1
 
 
-def extract(root, boundary: bytes, found: Collector) -> list[Part]:
+def structure(body: bytes, content_type: str) -> tuple[bytes, list[Part]] | None:
+    """The boundary and parts of a multipart body; None when the body is not multipart.
+
+    A body that is a file (an image, a PDF) is that file whatever its Content-Type says,
+    unless it also parses as the multipart body it claims to be.
+    """
+    is_file = detect(body) is not None
+    try:
+        boundary = boundary_from_content_type(content_type)
+        if boundary is None and not is_file:
+            boundary = sniff_boundary(body)
+        return (boundary, parse(body, boundary)) if boundary is not None else None
+    except MalformedMultipart:
+        if is_file:
+            return None
+        raise
+
+
+def extract(root: Layer, boundary: bytes, parts: list[Part], found: Collector) -> None:
     from veil.extract.scan import look_at
 
     body = root.data
-    parts = parse(body, boundary)
     for part in parts:
         layer = root.child(part.start, body[part.start : part.end], part.describe())
         look_at(layer, found)
     found.checks.append(_same_structure(parts, boundary))
-    return parts
 
 
 def _same_structure(parts: list[Part], boundary: bytes):
