@@ -198,6 +198,16 @@ def test_escaped_slashes_are_found_and_written_back_escaped():
     assert b"/" not in new.replace(b"\\/", b"")  # every slash still escaped
 
 
+def test_escapes_before_the_image_in_the_same_string_are_mapped_back():
+    text = "caf\\u00e9 \\ud83d\\ude00 \\\\ \\/ \\n " + data_url(JPEG)
+    body = ('{"t": "' + text + '"}').encode()
+    extraction = extract(body, "")
+    assert only(extraction).data == JPEG
+    new = replaced(extraction)
+    assert new == body.replace(b64(JPEG).encode(), b64(NEW_JPEG).encode())
+    assert json.loads(new)["t"].startswith("café 😀 \\ / \n data:")
+
+
 def test_unicode_escaped_plus_and_slash_as_dotnet_writes_them():
     text = b64(JPEG).replace("+", "\\u002B").replace("/", "\\u002F")
     body = b'{"FileBase64":"' + text.encode() + b'"}'

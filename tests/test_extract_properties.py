@@ -15,12 +15,14 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from dataclasses import dataclass
 from urllib.parse import quote, quote_plus
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from veil.extract import Extraction, extract
+from veil.extract.layers import OffsetMap, UniformOffsetMap
 from veil.formats import detect
 
 MAGIC = [b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"II*\x00"]
@@ -301,3 +303,15 @@ def test_text_bodies(generated, new_images):
 @given(raw_bodies, new_image_lists)
 def test_raw_bodies(body, new_images):
     check_round_trips(body, "application/octet-stream", [body], new_images)
+
+
+@PROPERTY_SETTINGS
+@given(st.lists(st.sampled_from([b"a", b"/", b"\\/", b"xyz"]), max_size=40).map(b"".join))
+def test_the_fast_map_for_escaped_slashes_matches_the_general_one(raw):
+    chunks = raw.split(b"\\/")
+    fast = UniformOffsetMap(list(map(len, chunks)), 2)
+    general = OffsetMap([(m.start(), m.end(), 1) for m in re.finditer(rb"\\/", raw)])
+    decoded = b"/".join(chunks)
+    for offset in range(len(decoded) + 1):
+        assert fast.to_raw(offset) == general.to_raw(offset)
+    assert general.to_raw(len(decoded)) == len(raw)

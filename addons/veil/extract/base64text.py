@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 # Wrapped base64 uses a fixed line length, a multiple of 4 (MIME 76, PEM 64); lines that do not
@@ -26,6 +27,7 @@ MIN_IMAGE_BYTES = 32
 
 _SLASH = rb"(?:_|(?:\\|%5[cC])*(?:/|%2[fF])|(?:\\|%5[cC])+u002[fF])"
 _B64 = rb"[A-Za-z0-9+/_-]"
+_BMP = rb"Qk" + _B64 + rb"{6}AAAA"
 # Base64 of each format's first bytes (aligned at the start of the data).
 _MAGIC = [
     _SLASH + rb"9j" + _SLASH,  # JPEG  FF D8 FF
@@ -36,15 +38,20 @@ _MAGIC = [
     rb"SUkqA",  # TIFF  'II*' 00
     rb"SUkrA",  # BigTIFF 'II+' 00
     rb"TU0AK",  # TIFF / BigTIFF 'MM' 00 2A|2B
-    rb"Qk" + _B64 + rb"{6}AAAA",  # BMP 'BM', size, zero reserved bytes
+    _BMP,  # BMP 'BM', size, zero reserved bytes
     rb"JVBERi0",  # PDF '%PDF-' (noted, not an image)
 ]
 _PREFIX = rb"(?P<prefix>" + rb"|".join(_MAGIC) + rb")"
+# An image's run is at least this long, escapes included (MIN_IMAGE_BYTES, and wrapped
+# lines are at least MIN_LINE_LENGTH): shorter mentions of a prefix are skipped by the scan.
+_LONG_ENOUGH = rb"(?=[A-Za-z0-9+/=_%\\-]{40})"
 # What may stand before the run: anything that is not base64, a percent-escape (`%2C`,
-# `%22`) or a JSON escape (`\n`). Starting with a character class keeps the scan fast.
-_LEAD = rb"(?:[^A-Za-z0-9+/_-]|%[0-9A-Fa-f]{2}|\\+[nrtbf])"
-_CANDIDATE = re.compile(_LEAD + _PREFIX)
-_CANDIDATE_AT_START = re.compile(_PREFIX)
+# `%22`) or a JSON escape (`\n`). One pattern each: a pattern that starts with a character
+# class or a literal is scanned fast.
+_CANDIDATE = re.compile(rb"[^A-Za-z0-9+/_-]" + _LONG_ENOUGH + _PREFIX)
+_CANDIDATE_AFTER_PERCENT = re.compile(rb"%[0-9A-Fa-f]{2}" + _LONG_ENOUGH + _PREFIX)
+_CANDIDATE_AFTER_ESCAPE = re.compile(rb"\\[nrtbf]" + _LONG_ENOUGH + _PREFIX)
+_CANDIDATE_AT_START = re.compile(_LONG_ENOUGH + _PREFIX)
 
 _STD = rb"A-Za-z0-9+/"
 _URL = rb"A-Za-z0-9_-"
@@ -57,12 +64,62 @@ _ALPHABET = {False: frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuv
 _ALPHABET[True] = (_ALPHABET[False] - frozenset(b"+/")) | frozenset(b"-_")
 
 
-def candidates(data: bytes) -> list[int]:
-    """Offsets where the base64 of an image (or PDF) may start, in this text or below it."""
-    found = [m.start("prefix") for m in _CANDIDATE.finditer(data)]
+# A literal part of each prefix, and how far before it the prefix may start. `bytes.find`
+# scans for these at memory speed; the patterns then run only in a small window around each.
+# Short anchors are frequent inside any base64; a quick look at their neighbours (the slash
+# before JPEG's "9j", BMP's zero bytes) drops most of them before the patterns run.
+_ANCHORS: list[tuple[bytes, int, re.Pattern[bytes] | None]] = [
+    (b"9j", 16, re.compile(rb"(?<=[/_fF])9j")),  # JPEG: `/9j`, `\\/9j`, `%2F9j`, `_9j`
+    (b"iVBORw0KGg", 0, None),
+    (b"R0lGOD", 0, None),
+    (b"UklGR", 0, None),
+    (b"GZ0eX", 5, None),
+    (b"SUkqA", 0, None),
+    (b"SUkrA", 0, None),
+    (b"TU0AK", 0, None),
+    (b"Qk", 0, re.compile(_BMP)),
+    (b"JVBERi0", 0, None),
+]
+_WINDOW_AFTER = 48  # covers the lookahead of _LONG_ENOUGH
+_TAIL = re.compile(rb"[A-Za-z0-9+/=_%\\-]{24}")  # what _LONG_ENOUGH needs after any anchor
+_LEAD_LENGTH = 3  # the longest lead, a percent-escape
+_MAX_BACK = max(back for _, back, _ in _ANCHORS)
+
+
+def candidates(data: bytes, near: list[int] | None = None) -> list[int]:
+    """Offsets where the base64 of an image (or PDF) may start, in this text or below it.
+
+    `near`: where the enclosing layer's scan saw them (mapped into this text); only those
+    places are looked at again, instead of the whole text.
+    """
+    found: set[int] = set()
+    patterns = [_CANDIDATE]
+    if b"%" in data:
+        patterns.append(_CANDIDATE_AFTER_PERCENT)
+    if b"\\" in data:
+        patterns.append(_CANDIDATE_AFTER_ESCAPE)
+    windows = _anchor_windows(data) if near is None else _near_windows(near)
+    for low, high in windows:
+        for pattern in patterns:
+            found.update(m.start("prefix") for m in pattern.finditer(data, max(0, low), high))
     if _CANDIDATE_AT_START.match(data):
-        found.insert(0, 0)
-    return found
+        found.add(0)
+    return sorted(found)
+
+
+def _anchor_windows(data: bytes) -> Iterator[tuple[int, int]]:
+    for anchor, back, shape in _ANCHORS:
+        at = data.find(anchor)
+        while at >= 0:
+            # Too short to be an image ("/9j/" in a sentence), or not shaped like the prefix.
+            if _TAIL.match(data, at) and (shape is None or shape.match(data, at)):
+                yield at - back - _LEAD_LENGTH, at + _WINDOW_AFTER
+            at = data.find(anchor, at + 1)
+
+
+def _near_windows(near: list[int]) -> Iterator[tuple[int, int]]:
+    for at in near:
+        yield at - _MAX_BACK - _LEAD_LENGTH, at + _MAX_BACK + _WINDOW_AFTER
 
 
 @dataclass(frozen=True)
@@ -117,12 +174,14 @@ def find_run(text: bytes, start: int) -> Run | None:
     if start > 0 and text[start - 1] in _ALPHABET[urlsafe]:
         return None  # the middle of a longer run: not where an image starts
     raw = m.group()
-    if b"\n" in raw:
+    wrapped = b"\n" in raw
+    if wrapped:
         raw = raw[: _wrapped_length(raw, text, start)]
+        wrapped = b"\n" in raw
     if len(raw) < MIN_IMAGE_BYTES * 4 // 3:
         return None
-    form = _form(raw, urlsafe)
-    data = _decode(raw, urlsafe)
+    form = _form(raw, urlsafe, wrapped)
+    data = _decode(raw, urlsafe, wrapped)
     if data is None:
         return None
     return Run(start, start + len(raw), form, data)
@@ -148,12 +207,13 @@ def _wrapped_length(raw: bytes, text: bytes, start: int) -> int:
     return length
 
 
-def _form(raw: bytes, urlsafe: bool) -> Base64Form:
-    newline = b"\r\n" if b"\r\n" in raw else b"\n"
+def _form(raw: bytes, urlsafe: bool, wrapped: bool) -> Base64Form:
+    newline = b"\r\n" if wrapped and b"\r\n" in raw else b"\n"
     line_length = None
-    if b"\n" in raw:
+    chars = len(raw)
+    if wrapped:
         line_length = len(raw.split(newline, 1)[0])
-    chars = len(raw) - raw.count(b"\n") - raw.count(b"\r")
+        chars -= raw.count(b"\n") + raw.count(b"\r")
     if raw.endswith(b"="):
         padded = True
     elif chars % 4:
@@ -163,8 +223,8 @@ def _form(raw: bytes, urlsafe: bool) -> Base64Form:
     return Base64Form(urlsafe, padded, line_length, newline)
 
 
-def _decode(raw: bytes, urlsafe: bool) -> bytes | None:
-    chars = raw.translate(None, b"\r\n=")
+def _decode(raw: bytes, urlsafe: bool, wrapped: bool) -> bytes | None:
+    chars = raw.translate(None, b"\r\n=") if wrapped else raw.rstrip(b"=")
     if len(chars) % 4 == 1:
         chars = chars[:-1]  # a cut-off run: decode what is there (inspection will judge it)
     chars += b"=" * (-len(chars) % 4)

@@ -22,10 +22,11 @@ else:
     from backports import zstd
 
 GZIP_MAGIC = b"\x1f\x8b"
-# Encoders use moderate levels: a rewritten body goes out while the client waits.
-GZIP_LEVEL = 6
-BROTLI_QUALITY = 5
-ZSTD_LEVEL = 3
+# Encoders use their fastest levels, as mitmproxy does: a rewritten body goes out while the
+# client waits, and bodies with images are mostly base64, which compresses little anyway.
+GZIP_LEVEL = 1
+BROTLI_QUALITY = 1
+ZSTD_LEVEL = 1
 
 
 class EncodingError(ValueError):

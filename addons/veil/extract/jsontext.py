@@ -16,11 +16,14 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from veil.extract.layers import Encoder, Escape, Layer, OffsetMap
+from veil.extract.layers import Encoder, Layer, OffsetMap, UniformOffsetMap
 
 _STRUCTURE = re.compile(rb'["{}\[\],:]')
-_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|(.))", re.DOTALL)
-_LOW_SURROGATE = re.compile(rb"\\u([dD][c-fC-F][0-9a-fA-F]{2})")
+_ESCAPE = re.compile(
+    rb"\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})"  # a surrogate pair
+    rb"|\\u([0-9a-fA-F]{4})|\\(.)",
+    re.DOTALL,
+)
 _SHORT = {
     ord('"'): b'"',
     ord("\\"): b"\\",
@@ -113,55 +116,66 @@ def string_layer(parent: Layer, token: StringToken) -> Layer:
 
 
 def unescape(raw: bytes) -> tuple[bytes, OffsetMap, dict[int, bytes]]:
-    """The string's bytes, where they came from, and how it wrote each escaped ASCII byte."""
-    pieces: list[bytes] = []
-    escapes: list[Escape] = []
+    """The string's bytes, where they came from, and how it wrote each escaped ASCII byte.
+
+    The style only holds bytes the string always escaped: one it also wrote as they are (an
+    inconsistent encoder) is written as it is, which is valid either way.
+    """
+    if raw.count(b"\\") == raw.count(b"\\/"):  # only escaped slashes: base64 from PHP & co
+        chunks = raw.split(b"\\/")
+        offsets = UniformOffsetMap(list(map(len, chunks)), 2)
+        always = raw.count(b"/") == len(chunks) - 1
+        return b"/".join(chunks), offsets, {0x2F: b"\\/"} if always else {}
+    decoded_forms: dict[bytes, bytes] = {}  # each distinct escape, decoded once
+    uses: dict[bytes, int] = {}
+    escapes = []
+
+    def decode(m: re.Match[bytes]) -> bytes:
+        text = m.group()
+        out = decoded_forms.get(text)
+        if out is None:
+            out = decoded_forms[text] = _decode_escape(m)
+            uses[text] = 0
+        uses[text] += 1
+        escapes.append((m.start(), m.end(), len(out)))
+        return out
+
+    decoded = _ESCAPE.sub(decode, raw)
     style: dict[int, bytes] = {}
-    pos = 0
-    decoded = 0
-    while True:
-        m = _ESCAPE.search(raw, pos)
-        if m is None:
-            break
-        literal = raw[pos : m.start()]
-        pieces.append(literal)
-        decoded += len(literal)
-        out, end = _decode_escape(raw, m)
-        pieces.append(out)
-        escapes.append(Escape(m.start(), end, decoded, decoded + len(out)))
+    for text, out in decoded_forms.items():
         if len(out) == 1 and out[0] < 0x80:
-            style.setdefault(out[0], raw[m.start() : end])
-        decoded += len(out)
-        pos = end
-    pieces.append(raw[pos:])
-    return b"".join(pieces), OffsetMap(escapes), style
+            style.setdefault(out[0], text)
+    for char in list(style):
+        inside_escapes = sum(n * text.count(char) for text, n in uses.items())
+        if char not in _REQUIRED and raw.count(char) > inside_escapes:
+            del style[char]  # also written as it is
+    return decoded, OffsetMap(escapes), style
 
 
-def _decode_escape(raw: bytes, m: re.Match[bytes]) -> tuple[bytes, int]:
-    if m.group(1) is None:
-        char = m.group(2)[0]
-        return _SHORT.get(char, bytes([char])), m.end()
-    code = int(m.group(1), 16)
-    end = m.end()
-    if 0xD800 <= code < 0xDC00:
-        low = _LOW_SURROGATE.match(raw, end)
-        if low:
-            code = 0x10000 + ((code - 0xD800) << 10) + (int(low.group(1), 16) - 0xDC00)
-            end = low.end()
-    return chr(code).encode("utf-8", "surrogatepass"), end
+def _decode_escape(m: re.Match[bytes]) -> bytes:
+    high, low, code, char = m.groups()
+    if char is not None:
+        return _SHORT.get(char[0], char)
+    if high is not None:
+        point = 0x10000 + ((int(high, 16) - 0xD800) << 10) + (int(low, 16) - 0xDC00)
+        return chr(point).encode("utf-8")
+    return chr(int(code, 16)).encode("utf-8", "surrogatepass")
 
 
 def escaper(style: dict[int, bytes]) -> Encoder:
     """Escape new string content the way the original string was escaped."""
     table = _REQUIRED | style
     backslash = table[0x5C]
-    others = [(bytes([c]), table[c]) for c in table if c != 0x5C]
+    # Bytes no rule touches; one pass over new text leaves only the ones that need work.
+    untouched = bytes(b for b in range(256) if b not in table)
 
     def escape(fragment: bytes) -> bytes:
-        out = fragment.replace(b"\\", backslash) if b"\\" in fragment else fragment
-        for char, written in others:
-            if char in out:
-                out = out.replace(char, written)
+        special = set(fragment.translate(None, untouched))
+        if not special:
+            return fragment
+        out = fragment.replace(b"\\", backslash) if 0x5C in special else fragment
+        for char in special - {0x5C}:
+            out = out.replace(bytes([char]), table[char])
         return out
 
     return escape

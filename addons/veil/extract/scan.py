@@ -29,24 +29,37 @@ def look_at(layer: Layer, found: Collector) -> None:
         scan_text(layer, found)
 
 
-def scan_text(layer: Layer, found: Collector, hits: list[int] | None = None) -> None:
-    hits = base64text.candidates(layer.data) if hits is None else hits
+def scan_text(
+    layer: Layer, found: Collector, hits: list[int] | None = None, near: list[int] | None = None
+) -> None:
+    """Look for base64 images in a layer of text. `hits`: already known; `near`: roughly."""
+    hits = base64text.candidates(layer.data, near) if hits is None else hits
     if not hits:
         return
     found.limits.check_depth(layer.depth)
     if urlencoded.looks_like_form(layer.data):
         for field in urlencoded.fields_with(layer.data, hits):
-            scan_text(urlencoded.value_layer(layer, field), found)
-    else:
+            child = urlencoded.value_layer(layer, field)
+            scan_text(child, found, near=_inside(child, hits, field.start, field.end))
+    elif b'"' in layer.data:
         for token in jsontext.strings_with(layer.data, hits):
             child = jsontext.string_layer(layer, token)
-            inherited = None
+            inside = _inside(child, hits, token.start, token.end)
             if child.offsets is None:  # nothing was unescaped: the hits are the same bytes
-                inherited = [h - token.start for h in hits if token.start <= h < token.end]
-            scan_text(child, found, inherited)
+                scan_text(child, found, hits=inside)
+            else:
+                scan_text(child, found, near=inside)
     for hit in hits:
         if not found.covers(layer, hit):
             base64_at(layer, hit, found)
+
+
+def _inside(child: Layer, hits: list[int], start: int, end: int) -> list[int]:
+    """The hits between start and end, as offsets of the child layer that starts at start."""
+    inside = [h - start for h in hits if start <= h < end]
+    if child.offsets is None:
+        return inside
+    return [child.offsets.to_decoded(h) for h in inside]
 
 
 def base64_at(layer: Layer, offset: int, found: Collector) -> None:

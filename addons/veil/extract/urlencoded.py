@@ -13,12 +13,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-from veil.extract.layers import Encoder, Escape, Layer, OffsetMap
+from veil.extract.layers import Encoder, Layer, OffsetMap
 
 # Bytes a form encoder leaves as they are; everything else arrives percent-escaped.
 _FORM = re.compile(rb"[A-Za-z0-9._~%+*!'()/:;,@$?\[\]-]*=[A-Za-z0-9._~%+*!'()/:;,@$?\[\]=&-]*")
 _FIELD_NAME = re.compile(rb"[A-Za-z0-9._~%+*\[\]-]{1,256}=")
 _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
+_BYTES = [bytes([b]) for b in range(256)]
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
@@ -52,43 +53,25 @@ def fields_with(data: bytes, positions: list[int]) -> Iterator[Field]:
 def value_layer(parent: Layer, field: Field) -> Layer:
     raw = parent.data[field.start : field.end]
     where = parent.inner(f'form field "{field.name}"')
-    escapes: list[Escape] = []
+    escapes: list[tuple[int, int, int]] = []
     style: dict[int, bytes] = {}
-    pieces: list[bytes] = []
-    pos = 0
-    decoded = 0
-    for m in _PERCENT.finditer(raw):
-        literal = raw[pos : m.start()]
-        pieces.append(literal)
-        decoded += len(literal)
+
+    def decode(m: re.Match[bytes]) -> bytes:
+        escapes.append((m.start(), m.end(), 1))
         byte = int(m.group(1), 16)
-        pieces.append(bytes([byte]))
-        escapes.append(Escape(m.start(), m.end(), decoded, decoded + 1))
-        style.setdefault(byte, m.group())
-        decoded += 1
-        pos = m.end()
-    pieces.append(raw[pos:])
-    data = b"".join(pieces)
-    if b"+" in data:
+        if byte not in style:
+            style[byte] = m.group()
+        return _BYTES[byte]
+
+    # '+' written literally is a space; an escaped '%2B' is a plus.
+    data = _PERCENT.sub(decode, raw.replace(b"+", b" ")) if b"%" in raw else raw.replace(b"+", b" ")
+    if b"+" in raw:
         style.setdefault(0x20, b"+")
-        data = _plus_to_space(data, escapes)
     literal = frozenset(raw.translate(None, b"%+"))
     offsets = OffsetMap(escapes) if escapes else None
     return parent.child(
         field.start, data, where, offsets=offsets, escape=percent_escaper(style, literal)
     )
-
-
-def _plus_to_space(data: bytes, escapes: list[Escape]) -> bytes:
-    """'+' written literally is a space; an escaped '%2B' stays a plus."""
-    out = bytearray(data)
-    escaped = {e.dec_start for e in escapes}
-    pos = data.find(b"+")
-    while pos >= 0:
-        if pos not in escaped:
-            out[pos] = 0x20
-        pos = data.find(b"+", pos + 1)
-    return bytes(out)
 
 
 def percent_escaper(style: dict[int, bytes], literal: frozenset[int]) -> Encoder:
