@@ -85,6 +85,7 @@ def test_pdf_is_noted_not_extracted():
     pdf = b"%PDF-1.7\n" + bytes(200)
     extraction = extract(pdf, "application/pdf")
     assert extraction.payloads == []
+    assert extraction.shape == "raw"
     assert [(d.format, d.locator) for d in extraction.documents] == [("pdf", "raw body")]
     body = json.dumps({"type": "input_file", "file_data": data_url(pdf, "application/pdf")})
     (document,) = extract(body.encode(), "application/json").documents
@@ -337,6 +338,22 @@ def test_multipart_image_part_binary_part_and_text_fields():
     assert payload.locator == 'multipart part "file" (photo.jpg)'
     new = replaced(extraction)
     assert new == body.replace(JPEG, NEW_JPEG)
+
+
+def test_multipart_file_parts_of_a_size_declared_request_keep_their_length():
+    body = multipart(
+        [(disposition("data", "blob"), JPEG), (disposition("d"), data_url(JPEG).encode())]
+    )
+    extraction = extract(body, f"multipart/form-data; boundary={BOUNDARY}", size_declared=True)
+    raw_part, text_part = extraction.payloads
+    assert raw_part.size_declared  # its bytes are the ones the protocol counted
+    assert not text_part.size_declared
+
+
+def test_bigtiff_is_an_image():
+    bigtiff = b"II+\x00\x08\x00\x00\x00" + bytes(100)
+    assert only(extract(bigtiff, "")).format == "tiff"
+    assert only(extract(json.dumps({"d": b64(bigtiff)}).encode(), "")).format == "tiff"
 
 
 def test_multipart_text_field_with_a_data_url_m365_filebase64():

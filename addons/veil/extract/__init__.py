@@ -62,9 +62,10 @@ def extract(
 
 
 def _shape(body: bytes, found: Collector) -> str:
-    if found.spans and found.spans[0].payload.locator == "raw body":
+    locators = [s.payload.locator for s in found.spans] + [d.locator for d in found.documents]
+    if locators == ["raw body"]:
         return "raw"
-    if not found.spans and not found.documents:
+    if not locators:
         return "none"
     if urlencoded.looks_like_form(body):
         return "urlencoded"
