@@ -519,3 +519,51 @@ def test_google_genai_sdk_url_safe_base64(proxy, upstream, photo, http_client):
     image = base64.urlsafe_b64decode(part["inlineData"]["data"])
     assert not has_gps(image)
     assert "base64url" in proxy.last_record()["images"][0]["where"]
+
+
+# Images the policy leaves alone reach the service byte-identical, whatever the shape.
+
+ALLOW_ALL = "version: 1\nrules:\n  - name: allow-all\n    action: allow\n"
+
+
+@pytest.fixture(scope="module")
+def allowing_proxy(start_module_proxy):
+    return start_module_proxy(ALLOW_ALL)
+
+
+def test_allowed_images_arrive_byte_identical_in_every_shape(allowing_proxy, upstream, photo):
+    json_body = json.dumps({"messages": [{"content": [{"image_url": {"url": data_url(photo)}}]}]})
+    sends = [
+        ("https://api.openai.com/v1/chat/completions", json_body.encode(), {}),
+        (
+            "https://chatgpt.com/backend-api/codex/responses",
+            zstd.compress(json_body.encode()),
+            {"content-encoding": "zstd"},
+        ),
+        (
+            "https://api.openai.com/v1/files",
+            b"".join(
+                [
+                    f"--{BOUNDARY}\r\n{disposition('file', 'a.jpg')}\r\n\r\n".encode(),
+                    photo,
+                    f"\r\n--{BOUNDARY}\r\n{disposition('purpose')}\r\n\r\nvision\r\n".encode(),
+                    f"--{BOUNDARY}--\r\n".encode(),
+                ]
+            ),
+            {"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+        ),
+        (
+            "https://grok.com/rest/app-chat/upload-file",
+            f"img={quote_plus(data_url(photo))}".encode(),
+            {},
+        ),
+        ("https://files.oaiusercontent.com/file-1", photo, {"content-type": "image/jpeg"}),
+    ]
+    with allowing_proxy.client() as client:
+        for url, body, headers in sends:
+            response = client.post(url, content=body, headers=headers)
+            assert response.status_code == 200, url
+            assert upstream.last().body == body, url
+            record = allowing_proxy.last_record()
+            assert record["verdict"] == "allowed", url
+            assert record["images"][0]["sha256_in"] == hashlib.sha256(photo).hexdigest()
