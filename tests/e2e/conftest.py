@@ -89,9 +89,8 @@ class Proxy:
         return self.process.returncode
 
 
-@pytest.fixture
-def start_proxy(upstream, pki, certs_dir, tmp_path) -> Iterator:
-    """Start `veil run` with a policy (YAML text or a path) and extra arguments."""
+def proxy_starter(upstream, pki, certs_dir, tmp_path) -> tuple:
+    """A function that starts `veil run` in `tmp_path`, and the list of proxies it started."""
     started: list[Proxy] = []
 
     def start(
@@ -169,6 +168,22 @@ def start_proxy(upstream, pki, certs_dir, tmp_path) -> Iterator:
         started.append(proxy)
         return proxy
 
+    return start, started
+
+
+@pytest.fixture
+def start_proxy(upstream, pki, certs_dir, tmp_path) -> Iterator:
+    """Start `veil run` with a policy (YAML text or a path) and extra arguments."""
+    start, started = proxy_starter(upstream, pki, certs_dir, tmp_path)
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def start_module_proxy(upstream, pki, certs_dir, tmp_path_factory) -> Iterator:
+    """Like start_proxy, but the proxies live for the whole test module (one start, many tests)."""
+    start, started = proxy_starter(upstream, pki, certs_dir, tmp_path_factory.mktemp("proxy"))
     yield start
     for proxy in started:
         proxy.stop()

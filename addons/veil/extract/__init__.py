@@ -5,83 +5,31 @@ The interface the rest of Veil sees is small: `extract()` returns an `Extraction
 to `Payload.replace()` and asks the extraction for the new body with `splice()`. Every byte
 that belongs to no replaced payload stays as it was. Inspection and policy code never see
 body shapes.
+
+Images are recognised by their bytes, never by a Content-Type or file name; the Content-Type
+only supplies a multipart boundary. Shapes are layers inside each other (see `layers`): the
+body, multipart parts, form fields, JSON strings, JSON inside JSON strings, and finally the
+image itself, raw or as base64 text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
+from veil.extract import jsontext, multipart, urlencoded
+from veil.extract.layers import Layer
 from veil.extract.limits import ExtractionLimitExceeded, Limits
-from veil.formats import detect, is_image_format
+from veil.extract.payloads import Collector, Document, Extraction, Payload, Span, SpliceError
+from veil.extract.scan import look_at
 
 __all__ = [
+    "Document",
     "Extraction",
     "ExtractionLimitExceeded",
     "Limits",
     "Payload",
     "Span",
+    "SpliceError",
     "extract",
 ]
-
-
-@dataclass
-class Payload:
-    """One embedded image: its bytes, what they are, and where they sit in the body."""
-
-    data: bytes
-    format: str
-    locator: str  # for people: 'multipart part "file" (photo.jpg)', 'json $.messages[0]...'
-    size_declared: bool = False  # the protocol announced this length before the bytes
-    replacement: bytes | None = None
-
-    def replace(self, new: bytes) -> None:
-        self.replacement = new
-
-    @property
-    def output(self) -> bytes:
-        return self.data if self.replacement is None else self.replacement
-
-
-@dataclass(frozen=True)
-class Span:
-    """A byte range of the body whose content is produced from a payload by `encode`."""
-
-    start: int
-    end: int
-    payload: Payload
-    encode: Callable[[bytes], bytes]
-
-
-@dataclass
-class Extraction:
-    body: bytes
-    spans: list[Span] = field(default_factory=list)
-    shape: str = "none"  # raw, multipart, json, urlencoded, none
-
-    @property
-    def payloads(self) -> list[Payload]:
-        return [s.payload for s in self.spans]
-
-    @property
-    def changed(self) -> bool:
-        return any(p.replacement is not None and p.replacement != p.data for p in self.payloads)
-
-    def splice(self) -> bytes:
-        """The body with every replaced payload put back in place, in its original form."""
-        if not self.changed:
-            return self.body
-        out = bytearray()
-        pos = 0
-        for span in sorted(self.spans, key=lambda s: s.start):
-            out += self.body[pos : span.start]
-            if span.payload.replacement is None:
-                out += self.body[span.start : span.end]
-            else:
-                out += span.encode(span.payload.replacement)
-            pos = span.end
-        out += self.body[pos:]
-        return bytes(out)
 
 
 def extract(
@@ -91,30 +39,36 @@ def extract(
     size_declared: bool = False,
     limits: Limits | None = None,
 ) -> Extraction:
-    """Every image in a decoded body. `content_type` only chooses how to parse containers."""
-    from veil.extract import jsontext, multipart
+    """Every image in a decoded body. `content_type` only supplies a multipart boundary.
 
+    `size_declared`: the protocol announced the body's length before these bytes, so images
+    carried as raw bytes (the body itself, a multipart file part) must keep their length.
+    Raises ExtractionLimitExceeded past a limit and ValueError for a body that cannot be
+    parsed as what it claims to be (a multipart body without its boundary).
+    """
     limits = limits or Limits()
     limits.check_body(len(body))
     if not body:
         return Extraction(body)
-    raw = raw_payload(body, size_declared)
-    if raw is not None:
-        return Extraction(body, [raw], shape="raw")
-    boundary = multipart.boundary_from_content_type(content_type)
-    if boundary is not None:
-        spans = multipart.extract(body, boundary, limits)
-        return Extraction(body, spans, shape="multipart")
-    spans = jsontext.extract(body, limits)
-    if spans:
-        return Extraction(body, spans, shape="json")
-    return Extraction(body)
+    found = Collector(limits, size_declared)
+    structure = multipart.structure(body, content_type)
+    if structure is not None:
+        multipart.extract(Layer(body, "body"), *structure, found)
+        shape = "multipart"
+    else:
+        look_at(Layer(body, "raw body"), found)
+        shape = _shape(body, found)
+    return Extraction(body, found.spans, shape, found.documents, found.checks)
 
 
-def raw_payload(body: bytes, size_declared: bool) -> Span | None:
-    """The whole body is the file itself (a raw PUT or POST)."""
-    fmt = detect(body)
-    if not is_image_format(fmt):
-        return None
-    payload = Payload(body, fmt, "raw body", size_declared=size_declared)
-    return Span(0, len(body), payload, lambda new: new)
+def _shape(body: bytes, found: Collector) -> str:
+    locators = [s.payload.locator for s in found.spans] + [d.locator for d in found.documents]
+    if locators == ["raw body"]:
+        return "raw"
+    if not locators:
+        return "none"
+    if urlencoded.looks_like_form(body):
+        return "urlencoded"
+    if jsontext.looks_like_json(body):
+        return "json"
+    return "text"

@@ -12,8 +12,10 @@ class ExtractionLimitExceeded(ValueError):
 @dataclass(frozen=True)
 class Limits:
     max_images: int = 32
-    max_depth: int = 8  # containers inside containers (JSON in a form field in multipart ...)
-    max_decoded: int = 256 * 1024 * 1024  # bytes, after Content-Encoding and base64
+    # Encoding layers inside each other: a multipart part, a JSON string, a form field, JSON
+    # inside a JSON string ... (the structure of one JSON document does not count).
+    max_depth: int = 8
+    max_decoded: int = 256 * 1024 * 1024  # bytes, after Content-Encoding
 
     def check_body(self, size: int) -> None:
         if size > self.max_decoded:

@@ -70,7 +70,7 @@ def detect(data: bytes) -> str | None:
         if brands & _HEIF_BRANDS:
             return "heif"
         return None
-    if head.startswith((b"II*\x00", b"MM\x00*")):
+    if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):  # TIFF, BigTIFF
         return "tiff"
     if head.startswith(b"BM") and len(head) >= 18 and _plausible_bmp(head):
         return "bmp"
