@@ -36,5 +36,5 @@ def preview(data: bytes, report: ImageReport, settings: Settings) -> bytes:
         )
         draw.text((face.x, face.y + face.h + line), f"{face.confidence:.2f}", fill=FOUND, font=font)
     out = io.BytesIO()
-    image.save(out, "JPEG", quality=90)
+    image.save(out, "JPEG", quality=90, subsampling=0)  # 4:4:4 keeps thin lines red
     return out.getvalue()
