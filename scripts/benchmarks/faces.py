@@ -49,7 +49,7 @@ SMALL_FACE = 20  # px, short side
 COVERED = 0.8
 PHOTO_WITH_FACES = "wider/20_Family_Group_Family_Group_20_540.jpg"  # 29 labelled faces
 PHOTO_WITHOUT_FACES = "negatives/neg_horses.jpg"
-TWELVE_MP = (4032, 3024)
+TWELVE_MP_PIXELS = 4032 * 3024
 
 
 @dataclass
@@ -302,12 +302,18 @@ def recall_report(settings: Settings, sweep: bool) -> None:
 
 
 def twelve_mp(name: str) -> bytes:
+    """A corpus photo upscaled to 12 MP (its aspect kept), saved as a phone would (q92, 4:2:0)."""
     source = Image.open(CORPUS / name).convert("RGB")
-    width, height = TWELVE_MP if source.width >= source.height else TWELVE_MP[::-1]
-    big = source.resize((width, height), Image.Resampling.BICUBIC)
+    factor = (TWELVE_MP_PIXELS / (source.width * source.height)) ** 0.5
+    size = (round(source.width * factor), round(source.height * factor))
     out = io.BytesIO()
-    big.save(out, "JPEG", quality=92)  # a phone camera's usual quality, 4:2:0
+    source.resize(size, Image.Resampling.BICUBIC).save(out, "JPEG", quality=92)
     return out.getvalue()
+
+
+def _size(jpeg: bytes) -> str:
+    width, height = Image.open(io.BytesIO(jpeg)).size
+    return f"{width}x{height} ({len(jpeg) // 1000} kB)"
 
 
 def end_to_end(data: bytes, settings: Settings) -> Callable[[], bytes]:
@@ -427,8 +433,8 @@ def speed_report(settings: Settings, repeat: int, sweep: bool) -> None:
     load_after = os.getloadavg()
     noise = others_busy(machine_before, own_before)
     print(
-        f"\n12 MP JPEGs ({TWELVE_MP[0]}x{TWELVE_MP[1]}, q92): {len(with_faces)} and "
-        f"{len(without_faces)} bytes; {repeat} runs each after 2 warm-ups; detector threads "
+        f"\n12 MP JPEGs (q92): {_size(with_faces)} and {_size(without_faces)}; {repeat} runs "
+        f"each after 2 warm-ups; detector threads "
         f"{centerface.detector_threads()}; canvas {settings.face_canvas}, threshold "
         f"{settings.face_threshold}, style {settings.blur_style}"
     )
