@@ -48,7 +48,9 @@ class CenterFace:
         boxes = decode(heatmap, scale, offset, threshold)
         np.clip(boxes[:, 0:4:2], 0, width, out=boxes[:, 0:4:2])
         np.clip(boxes[:, 1:4:2], 0, height, out=boxes[:, 1:4:2])
-        return non_maximum_suppression(boxes, NMS_IOU)
+        # Centres in the zero padding leave nothing of the box inside the picture.
+        inside = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
+        return non_maximum_suppression(boxes[inside], NMS_IOU)
 
 
 def _blob(canvas: np.ndarray) -> np.ndarray:
