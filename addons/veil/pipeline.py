@@ -23,6 +23,7 @@ from veil.audit.phash import perceptual_hash
 from veil.decide import ImageDecision, RequestContext, decide
 from veil.extract import Extraction, ExtractionLimitExceeded, Limits, Payload, extract
 from veil.extract.encoding import EncodingError
+from veil.faces import FaceDetectionUnavailable
 from veil.findings import ImageReport
 from veil.formats import ImageError
 from veil.inspect import inspect
@@ -255,7 +256,10 @@ class Pipeline:
             return self._audit_unavailable(req, decision_id, audit_exc)
         if allow:
             return Outcome("error", None, None, None, record, decision_id)
-        if uninspectable:
+        if isinstance(exc, FaceDetectionUnavailable):
+            message = f"This upload could not be checked for faces, so it was stopped: {exc}"
+            answer = refusal(503, "face_detection_unavailable", message, decision_id, req.headers)
+        elif uninspectable:
             message = f"This upload could not be inspected, so it was stopped: {exc}"
             answer = refusal(403, "upload_uninspectable", message, decision_id, req.headers)
         else:

@@ -31,6 +31,11 @@ def add_parser(commands) -> None:
     p.add_argument("--client", default="127.0.0.1", help="the uploading client's address")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--out", help="write the transformed images into this directory")
+    p.add_argument(
+        "--preview",
+        action="store_true",
+        help="detect faces and write NAME.faces.jpg with the boxes drawn into --out",
+    )
     p.set_defaults(handler=handle)
 
 
@@ -85,9 +90,14 @@ def handle(args: argparse.Namespace) -> int:
         client=args.client,
         user=args.user,
     )
-    results = [scan_file(Path(f), policy, context) for f in args.files]
+    if args.preview and not args.out:
+        print("veil scan: --preview writes into a directory: add --out DIR", file=sys.stderr)
+        return 2
+    results = [scan_file(Path(f), policy, context, want_faces=args.preview) for f in args.files]
     if args.out:
         write_outputs(results, Path(args.out))
+    if args.preview:
+        write_previews(results, policy, Path(args.out))
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2))
     else:
@@ -96,14 +106,17 @@ def handle(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
-def scan_file(path: Path, policy: Policy, context: RequestContext) -> ScanResult:
+def scan_file(
+    path: Path, policy: Policy, context: RequestContext, *, want_faces: bool = False
+) -> ScanResult:
     try:
         data = path.read_bytes()
     except OSError as exc:
         return ScanResult(path, error=f"cannot read: {exc.strerror}")
     fmt = detect(data)
     try:
-        report = inspect(data, fmt or "unknown", policy.settings, want_faces=policy.needs_faces())
+        want_faces = want_faces or policy.needs_faces()
+        report = inspect(data, fmt or "unknown", policy.settings, want_faces=want_faces)
         decision = decide(policy, context, report)
         output = None
         if not {"block", "coach"} & set(decision.actions):
@@ -126,6 +139,15 @@ def write_outputs(results: list[ScanResult], out: Path) -> None:
     for r in results:
         if r.output is not None:
             (out / r.path.name).write_bytes(r.output)
+
+
+def write_previews(results: list[ScanResult], policy: Policy, out: Path) -> None:
+    from veil import faces
+
+    for r in results:
+        if r.report is not None and r.report.faces is not None:
+            preview = faces.preview(r.path.read_bytes(), r.report, policy.settings)
+            (out / f"{r.path.stem}.faces.jpg").write_bytes(preview)
 
 
 def print_result(r: ScanResult) -> None:
@@ -154,4 +176,6 @@ def print_result(r: ScanResult) -> None:
         print(f"  bytes: {r.path.stat().st_size} -> {len(r.output)}")
     if rep.faces is not None:
         print(f"  faces: {len(rep.faces)}")
+        for face in rep.faces:
+            print(f"    {face.w}x{face.h} at {face.x},{face.y}  confidence {face.confidence:.2f}")
     print(f"  rule: {r.decision.rule.name} -> {', '.join(r.decision.actions)}")

