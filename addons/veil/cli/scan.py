@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from veil.catalogue import Catalogue
-from veil.decide import ImageDecision, RequestContext, decide
+from veil.decide import ImageDecision, RequestContext, RuleTrace, explain
 from veil.findings import ImageReport
 from veil.formats import ImageError, detect
 from veil.inspect import inspect
@@ -41,6 +41,8 @@ class ScanResult:
     decision: ImageDecision | None = None
     output: bytes | None = None
     error: str | None = None
+    traces: list[RuleTrace] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # finding kinds the transform took out
 
     def to_json(self) -> dict:
         result: dict = {"file": str(self.path)}
@@ -53,6 +55,7 @@ class ScanResult:
         result["actions"] = list(self.decision.actions)
         if self.output is not None:
             result["bytes_out"] = len(self.output)
+        result["explanation"] = explanation_record(self)
         return result
 
 
@@ -96,15 +99,25 @@ def scan_file(path: Path, policy: Policy, context: RequestContext) -> ScanResult
     fmt = detect(data)
     try:
         report = inspect(data, fmt or "unknown", policy.settings, want_faces=policy.needs_faces())
-        decision = decide(policy, context, report)
+        decision, traces = explain(policy, context, report)
         output = None
-        if not {"block", "coach"} & set(decision.actions):
+        removed: list[str] = []
+        if not decision.refuses():
             output = transform(
                 data, report, decision.actions, policy.settings, size_preserving=False
             )
+            removed = removed_kinds(report, data, output, policy)
     except (ImageError, RuntimeError) as exc:
         return ScanResult(path, error=f"cannot be inspected: {exc}")
-    return ScanResult(path, report, decision, output)
+    return ScanResult(path, report, decision, output, traces=traces, removed=removed)
+
+
+def removed_kinds(report: ImageReport, data: bytes, output: bytes, policy: Policy) -> list[str]:
+    """What the transform really took out: the output inspected again, compared."""
+    if output == data:
+        return []
+    after = inspect(output, report.format, policy.settings, want_faces=False)
+    return sorted({f.kind for f in report.findings} - {f.kind for f in after.findings})
 
 
 def write_outputs(results: list[ScanResult], out: Path) -> None:
@@ -130,4 +143,79 @@ def print_result(r: ScanResult) -> None:
         print("  no metadata found")
     if rep.faces is not None:
         print(f"  faces: {len(rep.faces)}")
-    print(f"  rule: {r.decision.rule.name} -> {', '.join(r.decision.actions)}")
+    for line in explanation_lines(r):
+        print(f"  {line}")
+
+
+def explanation_lines(r: ScanResult) -> list[str]:
+    """Which rule matched and why, which rules before it did not, and what would change."""
+    assert r.report is not None and r.decision is not None
+    decision = r.decision
+    lines = []
+    for trace in r.traces:
+        if trace.matched:
+            continue
+        failed = "; ".join(c.why for c in trace.checks if not c.held)
+        lines.append(f"skipped {trace.rule.name} ({trace.rule.where()}): {failed}")
+    rule = decision.rule
+    lines.append(f"rule: {rule.name} ({rule.where()}) -> {', '.join(decision.actions)}")
+    matched = next((t for t in r.traces if t.matched), None)
+    if matched is None:
+        lines.append("  because no rule of the policy matched (the built-in safe default)")
+    elif not matched.checks:
+        lines.append("  because it matches every upload")
+    for check in matched.checks if matched else ():
+        lines.append(f"  because {check.key}: {check.why}")
+    lines.extend(_effects(r))
+    return lines
+
+
+def _effects(r: ScanResult) -> list[str]:
+    assert r.report is not None and r.decision is not None
+    actions = r.decision.actions
+    message = r.decision.message
+    if "block" in actions:
+        return [f"would block the upload: {message or '(the default refusal message)'}"]
+    if "coach" in actions:
+        return [
+            f"would hold the upload back with a coach notice: {message or '(default text)'}",
+            "  once the user follows its continue link, their uploads to this service pass",
+        ]
+    effects = []
+    if "blur" in actions:
+        effects.append(f"would blur {len(r.report.faces or [])} face(s)")
+    if r.removed:
+        effects.append(f"would remove: {', '.join(r.removed)}")
+    kept = sorted({f.kind for f in r.report.findings} - set(r.removed))
+    if kept and ("strip" in actions or "blur" in actions):
+        effects.append(f"would keep: {', '.join(kept)}")
+    if not effects:
+        effects.append("would send the image unchanged")
+    if "warn" in actions:
+        effects.append(f"would tell the user (Veil-Notice): {message or '(default notice)'}")
+    return effects
+
+
+def explanation_record(r: ScanResult) -> dict:
+    assert r.decision is not None
+    matched = next((t for t in r.traces if t.matched), None)
+    return {
+        "rule": r.decision.rule.name,
+        "line": r.decision.rule.line or None,
+        "because": [f"{c.key}: {c.why}" for c in matched.checks] if matched else [],
+        "skipped": [
+            {
+                "rule": t.rule.name,
+                "line": t.rule.line,
+                "failed": [f"{c.key}: {c.why}" for c in t.checks if not c.held],
+            }
+            for t in r.traces
+            if not t.matched
+        ],
+        "refused": r.decision.refuses(),
+        "message": r.decision.message,
+        "removed": r.removed,
+        "blurred_faces": len(r.report.faces or [])
+        if r.report and "blur" in r.decision.actions
+        else 0,
+    }
