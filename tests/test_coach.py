@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
+
 import pytest
+from PIL import Image
+from veil.audit import AuditLog
 from veil.coach import CONTINUE_PATH, CoachLedger, CoachLinkError, identity, is_control_path
+from veil.pipeline import Pipeline, UploadRequest
+from veil.policy import parse_policy
 
 
 class Clock:
@@ -89,3 +96,58 @@ def test_expired_grants_are_forgotten(ledger, clock):
     ticket_b = ledger.read(issue(ledger, "user:b"), "user:b")
     ledger.acknowledge(ticket_b, ttl=10, decision_id="y")
     assert list(ledger._grants) == [("user:b", "claude")]
+
+
+# Through the pipeline (no proxy): unauthenticated users are told apart by client address.
+
+
+def jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (32, 24), (200, 100, 50)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def upload(
+    client: str, body: bytes, path: str = "/c/api/attachments", method: str = "POST"
+) -> UploadRequest:
+    return UploadRequest(
+        method=method,
+        host="copilot.microsoft.com",
+        path=path,
+        headers={"content-type": "image/jpeg"},
+        body=body,
+        client=client,
+        service="copilot",
+        vendor="microsoft",
+    )
+
+
+def test_unauthenticated_acknowledgements_are_per_client_address(tmp_path):
+    policy = parse_policy(
+        "version: 1\nsettings: {coach_ttl: 5m}\nrules:\n"
+        "  - {name: think, match: {services: [microsoft]}, action: coach, message: Think.}\n",
+        "p.yaml",
+    )
+    audit = AuditLog(tmp_path)
+    audit.open()
+    pipeline = Pipeline(policy=lambda: policy, audit=audit)
+    image = jpeg()
+
+    first = pipeline.process(upload("10.0.0.1", image))
+    assert first.verdict == "coached" and first.answer is not None
+    error = json.loads(first.answer.body)["error"]
+    link = "/" + error["continue_url"].split("/", 3)[3]
+
+    elsewhere = pipeline.continue_after_coaching(upload("10.0.0.2", b"", link, "GET"))
+    assert elsewhere.answer is not None and elsewhere.answer.status == 403
+    ack = pipeline.continue_after_coaching(upload("10.0.0.1", b"", link, "GET"))
+    assert ack.answer is not None and ack.answer.status == 200
+    assert ack.record["event"] == "coach_acknowledged"
+    assert ack.record["client"] == "10.0.0.1" and ack.record["user"] is None
+
+    again = pipeline.process(upload("10.0.0.1", image))
+    assert again.forwards and again.verdict == "allowed"  # `coach` alone: sent unchanged
+    assert again.record["acknowledged"] == ack.decision_id
+    neighbour = pipeline.process(upload("10.0.0.2", image))
+    assert neighbour.verdict == "coached"
+    audit.close()
