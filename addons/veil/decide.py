@@ -11,6 +11,7 @@ import ipaddress
 import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from veil.findings import ImageReport
 from veil.policy import CONDITION_KEYS, DEFAULT_RULE, Conditions, Policy, Rule
@@ -109,14 +110,15 @@ def effective_actions(actions: tuple[str, ...]) -> tuple[str, ...]:
 
 def rule_matches(rule: Rule, policy: Policy, ctx: RequestContext, report: ImageReport) -> bool:
     c = rule.conditions
-    return all(_CHECKS[key](c, policy, ctx, report)[0] for key in c.given())
+    return all(_CONDITIONS[key].held(c, policy, ctx, report) for key in c.given())
 
 
 def checks(rule: Rule, policy: Policy, ctx: RequestContext, report: ImageReport) -> Iterator[Check]:
     c = rule.conditions
     for key in c.given():
-        held, why = _CHECKS[key](c, policy, ctx, report)
-        yield Check(key, held, why())
+        condition = _CONDITIONS[key]
+        held = condition.held(c, policy, ctx, report)
+        yield Check(key, held, condition.why(c, policy, ctx, report, held))
 
 
 def compare(comparison: tuple[str, int], count: int) -> bool:
@@ -124,94 +126,122 @@ def compare(comparison: tuple[str, int], count: int) -> bool:
     return _OPERATORS[op](count, n)
 
 
-# One function per condition: (held, a callable giving the reason in words).
-_Result = tuple[bool, Callable[[], str]]
+# One pair of functions per condition: whether it holds (fast, used for every image and
+# rule), and why in words (only for explanations).
+class _Condition(NamedTuple):
+    held: Callable[[Conditions, Policy, RequestContext, ImageReport], bool]
+    why: Callable[[Conditions, Policy, RequestContext, ImageReport, bool], str]
 
 
-def _services(c: Conditions, policy: Policy, ctx: RequestContext, r: ImageReport) -> _Result:
+def _services(c: Conditions, policy: Policy, ctx: RequestContext, r: ImageReport) -> bool:
     assert c.services is not None
-    held = bool({ctx.service, ctx.vendor} & c.services)
-    return (
-        held,
-        lambda: (
-            f"{ctx.service} (vendor {ctx.vendor}) is {'' if held else 'not '}in {_list(c.services)}"
-        ),
-    )
+    return ctx.service in c.services or ctx.vendor in c.services
 
 
-def _hosts(c: Conditions, policy: Policy, ctx: RequestContext, r: ImageReport) -> _Result:
+def _services_why(c: Conditions, p: Policy, ctx: RequestContext, r: ImageReport, held: bool) -> str:
+    assert c.services is not None
+    return f"{ctx.service} (vendor {ctx.vendor}) is {'' if held else 'not '}in {_list(c.services)}"
+
+
+def _hosts(c: Conditions, policy: Policy, ctx: RequestContext, r: ImageReport) -> bool:
     host = ctx.host.lower().rstrip(".")
-    held = any(p.match(host) for p in c.host_patterns)
-    return held, lambda: f"{host} {'matches' if held else 'matches none of'} {_list(c.hosts)}"
+    return any(p.match(host) for p in c.host_patterns)
 
 
-def _users(c: Conditions, policy: Policy, ctx: RequestContext, r: ImageReport) -> _Result:
+def _hosts_why(c: Conditions, p: Policy, ctx: RequestContext, r: ImageReport, held: bool) -> str:
+    assert c.hosts is not None
+    host = ctx.host.lower().rstrip(".")
+    return f"{host} {'matches' if held else 'matches none of'} {_list(c.hosts)}"
+
+
+def _users(c: Conditions, policy: Policy, ctx: RequestContext, r: ImageReport) -> bool:
+    assert c.users is not None
+    return bool(ctx.user) and ctx.user in c.users
+
+
+def _users_why(c: Conditions, p: Policy, ctx: RequestContext, r: ImageReport, held: bool) -> str:
     assert c.users is not None
     if not ctx.user:
-        return False, lambda: "the upload is not authenticated (no proxy-auth user)"
-    held = ctx.user in c.users
-    return held, lambda: f"user {ctx.user} is {'' if held else 'not '}in {_list(c.users)}"
+        return _UNAUTHENTICATED
+    return f"user {ctx.user} is {'' if held else 'not '}in {_list(c.users)}"
 
 
-def _groups(c: Conditions, policy: Policy, ctx: RequestContext, r: ImageReport) -> _Result:
+def _groups(c: Conditions, policy: Policy, ctx: RequestContext, r: ImageReport) -> bool:
+    assert c.groups is not None
+    return any(ctx.user in policy.groups.get(g, ()) for g in c.groups) if ctx.user else False
+
+
+def _groups_why(c: Conditions, p: Policy, ctx: RequestContext, r: ImageReport, held: bool) -> str:
     assert c.groups is not None
     if not ctx.user:
-        return False, lambda: "the upload is not authenticated (no proxy-auth user)"
-    member_of = policy.groups_of(ctx.user) & c.groups
-    if member_of:
-        return True, lambda: f"user {ctx.user} is in group {_list(member_of)}"
-    return False, lambda: f"user {ctx.user} is in none of the groups {_list(c.groups)}"
+        return _UNAUTHENTICATED
+    if held:
+        return f"user {ctx.user} is in group {_list(p.groups_of(ctx.user) & c.groups)}"
+    return f"user {ctx.user} is in none of the groups {_list(c.groups)}"
 
 
-def _clients(c: Conditions, policy: Policy, ctx: RequestContext, r: ImageReport) -> _Result:
+def _clients(c: Conditions, policy: Policy, ctx: RequestContext, r: ImageReport) -> bool:
     assert c.clients is not None
     address = client_address(ctx.client)
-    inside = [n for n in c.clients if address is not None and address in n]
-    if inside:
-        return True, lambda: f"client {address} is in {inside[0]}"
-    return (
-        False,
-        lambda: (
-            f"client {ctx.client or '(unknown)'} is in none of " + _list(str(n) for n in c.clients)
-        ),
-    )
+    return address is not None and any(address in n for n in c.clients)
 
 
-def _formats(c: Conditions, policy: Policy, ctx: RequestContext, r: ImageReport) -> _Result:
+def _clients_why(c: Conditions, p: Policy, ctx: RequestContext, r: ImageReport, held: bool) -> str:
+    assert c.clients is not None
+    address = client_address(ctx.client)
+    if held:
+        network = next(n for n in c.clients if address in n)
+        return f"client {address} is in {network}"
+    return f"client {ctx.client or '(unknown)'} is in none of {_list(c.clients)}"
+
+
+def _formats(c: Conditions, policy: Policy, ctx: RequestContext, r: ImageReport) -> bool:
     assert c.formats is not None
-    held = r.format in c.formats
-    return held, lambda: f"{r.format} is {'' if held else 'not '}in {_list(c.formats)}"
+    return r.format in c.formats
 
 
-def _has(c: Conditions, policy: Policy, ctx: RequestContext, r: ImageReport) -> _Result:
+def _formats_why(c: Conditions, p: Policy, ctx: RequestContext, r: ImageReport, held: bool) -> str:
+    assert c.formats is not None
+    return f"{r.format} is {'' if held else 'not '}in {_list(c.formats)}"
+
+
+def _has(c: Conditions, policy: Policy, ctx: RequestContext, r: ImageReport) -> bool:
     assert c.has is not None
-    found = r.kinds() & c.has
-    if found:
-        return True, lambda: f"found {_list(found)}"
-    present = _list(r.kinds()) if r.kinds() else "nothing"
-    return False, lambda: f"none of {_list(c.has)} found (found: {present})"
+    return not c.has.isdisjoint(r.kinds())
 
 
-def _faces(c: Conditions, policy: Policy, ctx: RequestContext, r: ImageReport) -> _Result:
+def _has_why(c: Conditions, p: Policy, ctx: RequestContext, r: ImageReport, held: bool) -> str:
+    assert c.has is not None
+    if held:
+        return f"found {_list(r.kinds() & c.has)}"
+    return f"none of {_list(c.has)} found (found: {_list(r.kinds()) if r.kinds() else 'nothing'})"
+
+
+def _faces(c: Conditions, policy: Policy, ctx: RequestContext, r: ImageReport) -> bool:
+    assert c.faces is not None
+    return r.faces is not None and compare(c.faces, len(r.faces))
+
+
+def _faces_why(c: Conditions, p: Policy, ctx: RequestContext, r: ImageReport, held: bool) -> str:
     assert c.faces is not None
     wanted = f"{c.faces[0]}{c.faces[1]}"
     if r.faces is None:
-        return False, lambda: f"faces were not detected (needs {wanted})"
-    held = compare(c.faces, len(r.faces))
-    return held, lambda: f"{len(r.faces or ())} face(s), needs {wanted}"
+        return f"faces were not detected (needs {wanted})"
+    return f"{len(r.faces)} face(s), needs {wanted}"
 
 
-_CHECKS = {
-    "services": _services,
-    "hosts": _hosts,
-    "users": _users,
-    "groups": _groups,
-    "clients": _clients,
-    "formats": _formats,
-    "has": _has,
-    "faces": _faces,
+_UNAUTHENTICATED = "the upload is not authenticated (no proxy-auth user)"
+_CONDITIONS = {
+    "services": _Condition(_services, _services_why),
+    "hosts": _Condition(_hosts, _hosts_why),
+    "users": _Condition(_users, _users_why),
+    "groups": _Condition(_groups, _groups_why),
+    "clients": _Condition(_clients, _clients_why),
+    "formats": _Condition(_formats, _formats_why),
+    "has": _Condition(_has, _has_why),
+    "faces": _Condition(_faces, _faces_why),
 }
-assert set(_CHECKS) == set(CONDITION_KEYS)
+assert set(_CONDITIONS) == set(CONDITION_KEYS)
 
 
 def client_address(client: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -103,9 +103,13 @@ class Conditions:
 
         return tuple(compile_host_pattern(h) for h in self.hosts or ())
 
-    def given(self) -> list[str]:
+    def given(self) -> tuple[str, ...]:
         """The names of the conditions this rule sets (none: a catch-all)."""
-        return [name for name in CONDITION_KEYS if getattr(self, name) is not None]
+        return self._given
+
+    @cached_property
+    def _given(self) -> tuple[str, ...]:
+        return tuple(name for name in CONDITION_KEYS if getattr(self, name) is not None)
 
 
 CONDITION_KEYS = ("services", "hosts", "users", "groups", "clients", "formats", "has", "faces")

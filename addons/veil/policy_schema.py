@@ -466,9 +466,10 @@ class _Reader:
     # Rules that can never match.
 
     def _unreachable(self, rules: list[Rule]) -> None:
+        vendors = self.catalogue.vendors
         for later_index, later in enumerate(rules):
             for earlier in rules[:later_index]:
-                if covers(earlier.conditions, later.conditions, self.catalogue):
+                if covers(earlier.conditions, later.conditions, vendors):
                     why = (
                         "matches every upload"
                         if earlier.is_catch_all
@@ -484,33 +485,35 @@ class _Reader:
                     break
 
 
-def covers(earlier: Conditions, later: Conditions, catalogue: Catalogue) -> bool:
-    """Whether every upload `later` matches is matched by `earlier` (so `later` is dead)."""
+def covers(earlier: Conditions, later: Conditions, vendors: dict[str, list[str]]) -> bool:
+    """Whether every upload `later` matches is matched by `earlier` (so `later` is dead).
+
+    `vendors` maps each vendor name to its service ids (the catalogue's).
+    """
     for key in earlier.given():
         mine, theirs = getattr(earlier, key), getattr(later, key)
-        if theirs is None or not _COVERS[key](mine, theirs, catalogue):
+        if theirs is None or not _COVERS[key](mine, theirs, vendors):
             return False
     return True
 
 
-def _covers_services(mine: frozenset, theirs: frozenset, catalogue: Catalogue) -> bool:
+def _covers_services(mine: frozenset, theirs: frozenset, vendors: dict) -> bool:
     def expand(names: frozenset) -> set[str]:
-        vendors = catalogue.vendors
         return {sid for n in names for sid in vendors.get(n, [n])}
 
     return expand(theirs) <= expand(mine)
 
 
-def _covers_hosts(mine: tuple, theirs: tuple, catalogue: Catalogue) -> bool:
+def _covers_hosts(mine: tuple, theirs: tuple, vendors: dict) -> bool:
     patterns = [compile_host_pattern(h) for h in mine]
     return all(h in mine or ("*" not in h and any(p.match(h) for p in patterns)) for h in theirs)
 
 
-def _covers_clients(mine: tuple, theirs: tuple, catalogue: Catalogue) -> bool:
+def _covers_clients(mine: tuple, theirs: tuple, vendors: dict) -> bool:
     return all(any(t.version == m.version and t.subnet_of(m) for m in mine) for t in theirs)
 
 
-def _covers_faces(mine: tuple, theirs: tuple, catalogue: Catalogue) -> bool:
+def _covers_faces(mine: tuple, theirs: tuple, vendors: dict) -> bool:
     from veil.decide import compare
 
     # Comparisons are constant past the largest count named, so these counts decide it.
@@ -518,7 +521,7 @@ def _covers_faces(mine: tuple, theirs: tuple, catalogue: Catalogue) -> bool:
     return all(compare(mine, n) for n in counts if compare(theirs, n))
 
 
-def _subset(mine: frozenset, theirs: frozenset, catalogue: Catalogue) -> bool:
+def _subset(mine: frozenset, theirs: frozenset, vendors: dict) -> bool:
     return theirs <= mine
 
 
