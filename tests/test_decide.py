@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from veil.decide import RequestContext, decide, effective_actions, explain
+from veil.decide import RequestContext, decide, effective_actions, explain, needs_faces
 from veil.findings import Face, Finding, ImageReport
 from veil.policy import parse_policy
 
@@ -150,3 +150,36 @@ def test_explain_unauthenticated_and_default():
     assert len(traces) == len(POLICY.rules)
     assert traces[0].checks[0].why == "the upload is not authenticated (no proxy-auth user)"
     assert traces[3].checks[0].why == "faces were not detected (needs >=3)"
+
+
+def test_faces_are_detected_only_when_a_rule_that_can_apply_needs_them():
+    policy = parse_policy(
+        textwrap.dedent(
+            """\
+            version: 1
+            groups: {designers: [erin]}
+            rules:
+              - name: designers-anything
+                match: {groups: [designers]}
+                action: strip
+              - name: blur-for-chatgpt
+                match: {services: [chatgpt]}
+                action: blur
+              - name: png-to-claude
+                match: {services: [claude], formats: [png]}
+                action: strip
+              - name: faces-to-claude
+                match: {services: [claude], faces: ">=1"}
+                action: warn
+              - name: rest
+                action: strip
+            """
+        ),
+        "t.yaml",
+    )
+    claude = ctx("claude", "anthropic", "claude.ai")
+    assert needs_faces(policy, ctx())  # blur for chatgpt
+    assert not needs_faces(policy, ctx(user="erin"))  # erin's rule takes every image first
+    assert needs_faces(policy, claude)  # a jpeg falls past png-to-claude to faces-to-claude
+    assert not needs_faces(policy, ctx("gemini", "google", "gemini.google.com"))
+    assert not needs_faces(POLICY, ctx(user="dave"))  # coached before any face rule

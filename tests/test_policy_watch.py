@@ -83,3 +83,26 @@ def test_a_load_that_crashes_is_an_error_not_an_exception(tmp_path):
     watcher = PolicyWatcher(path, explode)
     touch_later(path, OTHER)
     assert "RuntimeError: boom" in watcher.poll().error
+
+
+def test_a_reloaded_max_upload_moves_the_buffered_body_bound_both_ways(tmp_path):
+    from mitmproxy.addons.proxyserver import Proxyserver
+    from mitmproxy.test import taddons
+    from veil.addon import BODY_LIMIT_FACTOR, Veil
+
+    def policy(size: str):
+        path = tmp_path / f"{size}.yaml"
+        path.write_text(f"version: 1\nsettings: {{max_upload: {size}}}\n")
+        return load_policy(path)
+
+    veil = Veil()
+    first = tmp_path / "first.yaml"
+    first.write_text("version: 1\nsettings: {max_upload: 1MiB}\n")
+    with taddons.context(Proxyserver(), veil) as tctx:
+        tctx.configure(veil, veil_policy=str(first), veil_audit=str(tmp_path / "audit"))
+        assert tctx.options.body_size_limit == str(2**20 * BODY_LIMIT_FACTOR)
+        for size, expected in (("4MiB", 4 * 2**20), ("512KiB", 2**19)):
+            veil._policy = policy(size)
+            veil._bound_buffered_bodies()
+            assert tctx.options.body_size_limit == str(expected * BODY_LIMIT_FACTOR)
+        veil.done()

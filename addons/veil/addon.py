@@ -46,6 +46,7 @@ class Veil:
         self._configured = False
         self.watcher: PolicyWatcher | None = None
         self._watch_task: asyncio.Task | None = None
+        self._body_limit_set: str | None = None  # the body_size_limit Veil set itself
 
     def running(self) -> None:
         if not self._configured:
@@ -146,8 +147,10 @@ class Veil:
     def _bound_buffered_bodies(self) -> None:
         limit = self._policy.settings.max_upload * BODY_LIMIT_FACTOR
         current = human.parse_size(ctx.options.body_size_limit)
-        if current is None or current > limit:
-            ctx.options.update(body_size_limit=str(limit))
+        ours = ctx.options.body_size_limit == self._body_limit_set  # may follow a reload up
+        if current is None or current > limit or (ours and current != limit):
+            self._body_limit_set = str(limit)
+            ctx.options.update(body_size_limit=self._body_limit_set)
 
     def done(self) -> None:
         if self._watch_task is not None:

@@ -101,6 +101,36 @@ def explain(
     return ImageDecision(DEFAULT_RULE, DEFAULT_RULE.actions), traces
 
 
+IMAGE_KEYS = ("formats", "has", "faces")  # conditions on the image; the rest are on the request
+
+
+def needs_faces(policy: Policy, ctx: RequestContext) -> bool:
+    """Whether deciding on (and transforming) an image of this request may need its faces.
+
+    Only the rules that can apply to this request count: those whose request conditions
+    (service, host, user, group, client) hold, up to the first that matches whatever the
+    image. Face detection is the costliest part of inspection, so a policy that blurs only
+    for one service does not pay for it on every other.
+    """
+    for rule in policy.rules:
+        c = rule.conditions
+        given = c.given()
+        if not all(
+            _CONDITIONS[k].held(c, policy, ctx, _NO_IMAGE) for k in given if k not in IMAGE_KEYS
+        ):
+            continue
+        if _uses_faces(rule):
+            return True
+        if not any(k in IMAGE_KEYS for k in given):
+            return False  # this rule takes every image of the request
+    return False
+
+
+def _uses_faces(rule: Rule) -> bool:
+    c = rule.conditions
+    return "blur" in rule.actions or c.faces is not None or bool(c.has and "faces" in c.has)
+
+
 def effective_actions(actions: tuple[str, ...]) -> tuple[str, ...]:
     """Blur implies strip: thumbnails and XMP previews hold an unblurred copy of the face."""
     if "blur" in actions and "strip" not in actions:
@@ -230,6 +260,7 @@ def _faces_why(c: Conditions, p: Policy, ctx: RequestContext, r: ImageReport, he
     return f"{len(r.faces)} face(s), needs {wanted}"
 
 
+_NO_IMAGE = ImageReport("none", 0, 0)  # request conditions never look at the image
 _UNAUTHENTICATED = "the upload is not authenticated (no proxy-auth user)"
 _CONDITIONS = {
     "services": _Condition(_services, _services_why),

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from veil import coach, splice
 from veil.answer import Answer, acknowledged, coaching, refusal
 from veil.audit import AuditError, AuditLog, new_decision_id
-from veil.decide import ImageDecision, RequestContext, decide
+from veil.decide import ImageDecision, RequestContext, decide, needs_faces
 from veil.extract import Extraction, ExtractionLimitExceeded, Limits, Payload, extract
 from veil.extract.encoding import EncodingError
 from veil.findings import ImageReport
@@ -131,7 +131,7 @@ class Pipeline:
         return self._forward(req, policy, decision_id, started, extraction, images, worst)
 
     def _inspect(self, payload: Payload, policy: Policy, context: RequestContext) -> _Image:
-        want_faces = policy.needs_faces()
+        want_faces = needs_faces(policy, context)
         report = inspect(payload.data, payload.format, policy.settings, want_faces=want_faces)
         return _Image(payload, report, decide(policy, context, report))
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from veil.catalogue import Catalogue
-from veil.decide import ImageDecision, RequestContext, RuleTrace, explain
+from veil.decide import ImageDecision, RequestContext, RuleTrace, explain, needs_faces
 from veil.findings import ImageReport
 from veil.formats import ImageError, detect
 from veil.inspect import inspect
@@ -98,7 +98,9 @@ def scan_file(path: Path, policy: Policy, context: RequestContext) -> ScanResult
         return ScanResult(path, error=f"cannot read: {exc.strerror}")
     fmt = detect(data)
     try:
-        report = inspect(data, fmt or "unknown", policy.settings, want_faces=policy.needs_faces())
+        report = inspect(
+            data, fmt or "unknown", policy.settings, want_faces=needs_faces(policy, context)
+        )
         decision, traces = explain(policy, context, report)
         output = None
         removed: list[str] = []
