@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,8 +90,8 @@ class Proxy:
         return self.process.returncode
 
 
-@pytest.fixture
-def start_proxy(upstream, pki, certs_dir, tmp_path) -> Iterator:
+@contextmanager
+def proxy_starter(upstream, pki, certs_dir, tmp_path) -> Iterator:
     """Start `veil run` with a policy (YAML text or a path) and extra arguments."""
     started: list[Proxy] = []
 
@@ -169,9 +170,24 @@ def start_proxy(upstream, pki, certs_dir, tmp_path) -> Iterator:
         started.append(proxy)
         return proxy
 
-    yield start
-    for proxy in started:
-        proxy.stop()
+    try:
+        yield start
+    finally:
+        for proxy in started:
+            proxy.stop()
+
+
+@pytest.fixture
+def start_proxy(upstream, pki, certs_dir, tmp_path) -> Iterator:
+    with proxy_starter(upstream, pki, certs_dir, tmp_path) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def start_module_proxy(upstream, pki, certs_dir, tmp_path_factory) -> Iterator:
+    """As start_proxy, for proxies shared by a module's tests (one start for many tests)."""
+    with proxy_starter(upstream, pki, certs_dir, tmp_path_factory.mktemp("proxy")) as start:
+        yield start
 
 
 @pytest.fixture

@@ -110,9 +110,11 @@ def photo() -> bytes:
     return data
 
 
-@pytest.fixture
-def authed_proxy(start_proxy, tmp_path) -> Proxy:
-    return start_proxy(POLICY, args=["--proxyauth", f"@{htpasswd(tmp_path / 'htpasswd')}"])
+@pytest.fixture(scope="module")
+def authed_proxy(start_module_proxy, tmp_path_factory) -> Proxy:
+    """One proxy for the tests below: users from an htpasswd file, the policy above."""
+    users = htpasswd(tmp_path_factory.mktemp("auth") / "htpasswd")
+    return start_module_proxy(POLICY, args=["--proxyauth", f"@{users}"])
 
 
 def test_block_refuses_with_the_message_as_json_or_html_and_nothing_leaves(
