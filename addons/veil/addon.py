@@ -14,16 +14,20 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions, http, tls
 from mitmproxy.utils import human
 
+from veil import coach, resources
+from veil.answer import NOTICE_HEADER, notice_header
 from veil.audit import AuditError, AuditLog
 from veil.catalogue import Catalogue, CatalogueError, Match
 from veil.pipeline import Outcome, Pipeline, UploadRequest
 from veil.policy import Policy, PolicyError, load_policy, parse_size
+from veil.policy_watch import PolicyWatcher, Reload
 
 logger = logging.getLogger(__name__)
 
 MATCH_KEY = "veil.match"
 NOTICE_KEY = "veil.notice"
 DECIDED_KEY = "veil.decision"
+CONTROL_KEY = "veil.control"  # a request for Veil itself (a coach continue link)
 # mitmproxy's own cap on buffered bodies, as a multiple of max_upload: bodies without a
 # Content-Length are buffered up to it (and refused past it), larger requests are refused early.
 BODY_LIMIT_FACTOR = 4
@@ -36,6 +40,8 @@ AUDIT_OPTIONS = {
     "veil_quarantine_key",
 }
 VEIL_OPTIONS |= AUDIT_OPTIONS
+# How often (milliseconds) the policy file is checked for edits (hot reload).
+POLICY_POLL_MS = 1000
 
 
 class Veil:
@@ -46,10 +52,15 @@ class Veil:
         self.pipeline: Pipeline | None = None
         self.pool: ThreadPoolExecutor | None = None
         self._configured = False
+        self.watcher: PolicyWatcher | None = None
+        self._watch_task: asyncio.Task | None = None
+        self._body_limit_set: str | None = None  # the body_size_limit Veil set itself
 
     def running(self) -> None:
         if not self._configured:
             self.configure(set())
+        if self._watch_task is None:
+            self._watch_task = asyncio.get_running_loop().create_task(self._watch_policy())
 
     def load(self, loader) -> None:
         loader.add_option("veil_policy", str, "", "Policy file (default: the built-in default).")
@@ -71,6 +82,9 @@ class Veil:
         loader.add_option(
             "veil_quarantine_key", str, "", "Keep blocked images encrypted to this public key."
         )
+        loader.add_option(
+            "veil_policy_poll_ms", int, POLICY_POLL_MS, "Milliseconds between policy file checks."
+        )
 
     def configure(self, updated: set[str]) -> None:
         if not self._configured:
@@ -85,8 +99,10 @@ class Veil:
         try:
             if "veil_services" in updated:
                 self.catalogue = Catalogue.load(ctx.options.veil_services or None)
-            if "veil_policy" in updated or "veil_max_upload" in updated:
-                self._policy = self._load_policy()
+            if updated & {"veil_policy", "veil_max_upload", "veil_services"}:
+                path = Path(ctx.options.veil_policy or resources.policy_file("default.yaml"))
+                self.watcher = PolicyWatcher(path, self._load_policy)
+                self._policy = self._load_policy(path)
         except (CatalogueError, PolicyError, ValueError) as exc:
             raise exceptions.OptionsError(str(exc)) from exc
         if updated & AUDIT_OPTIONS:
@@ -113,8 +129,8 @@ class Veil:
         assert self.pool is not None
         self.pool.submit(faces.prepare).add_done_callback(report)
 
-    def _load_policy(self) -> Policy:
-        policy = load_policy(ctx.options.veil_policy or None)
+    def _load_policy(self, path: Path) -> Policy:
+        policy = load_policy(path, self.catalogue)
         if ctx.options.veil_max_upload:
             size = parse_size(ctx.options.veil_max_upload)
             policy.settings = type(policy.settings)(
@@ -138,13 +154,50 @@ class Veil:
             raise exceptions.OptionsError(str(exc)) from exc
         self.pipeline = Pipeline(policy=lambda: self._policy, audit=self.audit)
 
+    async def _watch_policy(self) -> None:
+        """Hot reload: an edit to the policy file takes effect without a restart."""
+        while True:
+            await asyncio.sleep(max(ctx.options.veil_policy_poll_ms, 50) / 1000)
+            watcher = self.watcher
+            if watcher is None:
+                continue
+            result = await asyncio.to_thread(watcher.poll)
+            if result is not None and watcher is self.watcher:
+                await self._apply_reload(watcher.path, result)
+
+    async def _apply_reload(self, path: Path, result: Reload) -> None:
+        if result.policy is not None:
+            self._policy = result.policy
+            self._bound_buffered_bodies()
+            if result.policy.needs_faces():
+                self._prepare_faces()
+            logger.info("policy reloaded from %s (%d rule(s))", path, len(result.policy.rules))
+            return
+        logger.error("policy edit rejected, the previous policy stays in force:\n%s", result.error)
+        if self.pipeline is not None:
+            try:
+                await asyncio.to_thread(
+                    self.pipeline.record_event,
+                    "policy_reload_failed",
+                    "error",
+                    result.error or "",
+                    policy=str(path),
+                )
+            except AuditError as exc:
+                logger.critical("could not record the rejected policy edit: %s", exc)
+
     def _bound_buffered_bodies(self) -> None:
         limit = self._policy.settings.max_upload * BODY_LIMIT_FACTOR
         current = human.parse_size(ctx.options.body_size_limit)
-        if current is None or current > limit:
-            ctx.options.update(body_size_limit=str(limit))
+        ours = ctx.options.body_size_limit == self._body_limit_set  # may follow a reload up
+        if current is None or current > limit or (ours and current != limit):
+            self._body_limit_set = str(limit)
+            ctx.options.update(body_size_limit=self._body_limit_set)
 
     def done(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            self._watch_task = None
         if self.pool is not None:
             self.pool.shutdown(wait=True)
         if self.audit is not None:
@@ -163,6 +216,11 @@ class Veil:
         if flow.response or flow.error or not flow.live:
             return
         request = flow.request
+        if coach.is_control_path(request.path):
+            service = self.catalogue.service_for_host(request.pretty_host)
+            if service is not None:  # answered by Veil on the intercepted AI host
+                flow.metadata[CONTROL_KEY] = service
+                return
         match = self.catalogue.match(request.method, request.pretty_host, request.path)
         if match is None:
             request.stream = True  # not an AI service: never buffer or touch it
@@ -178,6 +236,9 @@ class Veil:
             self._refuse(flow, 413, "upload_too_large", message)
 
     async def request(self, flow: http.HTTPFlow) -> None:
+        if CONTROL_KEY in flow.metadata and not (flow.response or flow.error):
+            await self._answer_control(flow)
+            return
         match: Match | None = flow.metadata.get(MATCH_KEY)
         if match is None or flow.response or flow.error or not flow.live:
             return
@@ -194,13 +255,30 @@ class Veil:
             message = "Veil hit an internal error while inspecting this upload, so it was stopped."
             self._refuse(flow, 502, "veil_internal_error", message, verdict="error", exc=exc)
 
+    async def _answer_control(self, flow: http.HTTPFlow) -> None:
+        try:
+            assert self.pipeline is not None
+            req = self._upload_request(flow, Match(flow.metadata[CONTROL_KEY], None))
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(
+                self.pool, self.pipeline.continue_after_coaching, req
+            )
+            assert outcome.answer is not None
+            answer = outcome.answer
+            flow.response = http.Response.make(answer.status, answer.body, answer.headers)
+        except Exception:
+            logger.exception("Veil failed to answer %s", flow.request.path.split("?")[0])
+            flow.response = http.Response.make(
+                502,
+                b'{"error":{"type":"veil_internal_error"}}',
+                {"Content-Type": "application/json"},
+            )
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response is not None
         notice = flow.metadata.get(NOTICE_KEY)
         if notice:
-            flow.response.headers["Veil-Notice"] = notice.encode("latin-1", "replace").decode(
-                "latin-1"
-            )
+            flow.response.headers[NOTICE_HEADER] = notice_header(notice)
         # Chat answers are server-sent events: stream every response, never buffer it.
         flow.response.stream = True
 

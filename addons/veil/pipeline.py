@@ -13,14 +13,14 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from veil import splice
-from veil.answer import Answer, refusal
+from veil import coach, splice
+from veil.answer import Answer, acknowledged, coaching, refusal
 from veil.audit import AuditError, AuditLog, new_decision_id
 from veil.audit.phash import perceptual_hash
-from veil.decide import ImageDecision, RequestContext, decide
+from veil.decide import ImageDecision, RequestContext, decide, needs_faces
 from veil.extract import Extraction, ExtractionLimitExceeded, Limits, Payload, extract
 from veil.extract.encoding import EncodingError
 from veil.faces import FaceDetectionUnavailable
@@ -91,6 +91,7 @@ class _Image:
 class Pipeline:
     policy: Callable[[], Policy]
     audit: AuditLog
+    coach: coach.CoachLedger = field(default_factory=coach.CoachLedger)
 
     def process(self, req: UploadRequest) -> Outcome:
         started = time.perf_counter()
@@ -125,15 +126,27 @@ class Pipeline:
             service=req.service, vendor=req.vendor, host=req.host, client=req.client, user=req.user
         )
         images = [self._inspect(p, policy, context) for p in extraction.payloads]
+        self._apply_acknowledgement(req, images)
         worst = min(images, key=lambda i: i.decision.severity())
-        if "block" in worst.decision.actions or "coach" in worst.decision.actions:
-            return self._refuse_by_rule(req, decision_id, started, images, worst)
+        if worst.decision.refuses():
+            return self._refuse_by_rule(req, policy, decision_id, started, images, worst)
         return self._forward(req, policy, decision_id, started, extraction, images, worst)
 
     def _inspect(self, payload: Payload, policy: Policy, context: RequestContext) -> _Image:
-        want_faces = policy.needs_faces()
+        want_faces = needs_faces(policy, context)
         report = inspect(payload.data, payload.format, policy.settings, want_faces=want_faces)
         return _Image(payload, report, decide(policy, context, report))
+
+    def _apply_acknowledgement(self, req: UploadRequest, images: list[_Image]) -> None:
+        """Who acknowledged a coach notice passes that service's coach rules for a while."""
+        if not any("coach" in i.decision.actions for i in images):
+            return
+        grant = self.coach.grant_for(coach.identity(req.user, req.client), req.service)
+        if grant is None:
+            return
+        for image in images:
+            if "coach" in image.decision.actions:
+                image.decision = image.decision.after_acknowledgement(grant.decision_id)
 
     def _forward(
         self,
@@ -167,12 +180,18 @@ class Pipeline:
         record = self._record(req, decision_id, started, verdict, images, worst)
         if notice:
             record["message"] = notice
+        acknowledgement = next(
+            (i.decision.acknowledged for i in images if i.decision.acknowledged), None
+        )
+        if acknowledgement:
+            record["acknowledged"] = acknowledgement  # the coach_acknowledged record
         record = self.audit.write(record)
         return Outcome(verdict, None, spliced, notice, record, decision_id)
 
     def _refuse_by_rule(
         self,
         req: UploadRequest,
+        policy: Policy,
         decision_id: str,
         started: float,
         images: list[_Image],
@@ -180,21 +199,72 @@ class Pipeline:
     ) -> Outcome:
         coached = "block" not in worst.decision.actions
         verdict = "coached" if coached else "blocked"
-        message = worst.decision.message or _default_refusal(req, worst)
+        rule = worst.decision.rule.name
+        message = worst.decision.message or _default_refusal(req, worst, coached)
         record = self._record(req, decision_id, started, verdict, images, worst)
         record["message"] = message
         if not coached:  # optional: the originals, encrypted to the operator's key
             record.update(self.audit.quarantine(decision_id, [i.payload.data for i in images]))
         record = self.audit.write(record)
-        answer = refusal(
-            403,
-            "upload_coached" if coached else "upload_blocked",
-            message,
-            decision_id,
-            req.headers,
-            rule=worst.decision.rule.name,
-        )
+        if coached:
+            who = coach.identity(req.user, req.client)
+            url = self.coach.issue(
+                req.host, who=who, service=req.service, rule=rule, decision_id=decision_id
+            )
+            answer = coaching(
+                message,
+                decision_id,
+                req.headers,
+                rule=rule,
+                service=req.service,
+                continue_url=url,
+                ttl=policy.settings.coach_ttl,
+            )
+        else:
+            answer = refusal(403, "upload_blocked", message, decision_id, req.headers, rule=rule)
         return Outcome(verdict, answer, None, None, record, decision_id)
+
+    def continue_after_coaching(self, req: UploadRequest) -> Outcome:
+        """The user followed a coach notice's continue link: record it, then let them pass."""
+        who = coach.identity(req.user, req.client)
+        try:
+            ticket = self.coach.read(req.path, who)
+        except coach.CoachLinkError as exc:
+            logger.warning("refused a coach continue link from %s: %s", who, exc)
+            return Outcome(answer=refusal(403, "coach_link_invalid", str(exc), None, req.headers))
+        decision_id = new_decision_id()
+        ttl = self.policy().settings.coach_ttl
+        record = self._base_record(req, decision_id, time.perf_counter(), "coached")
+        record.update(
+            event="coach_acknowledged",
+            service=ticket.service,
+            rule=ticket.rule,
+            coached_decision=ticket.decision_id,
+            message=f"acknowledged the coach notice; uploads pass for {ttl} s",
+        )
+        try:
+            record = self.audit.write(record)
+        except AuditError as exc:
+            return self._audit_unavailable(req, decision_id, exc)
+        grant = self.coach.acknowledge(ticket, ttl, decision_id)
+        answer = acknowledged(ticket.service, grant.until, decision_id, req.headers)
+        return Outcome("coached", answer, None, None, record, decision_id)
+
+    def record_event(self, event: str, verdict: str, message: str, **details: object) -> dict:
+        """An audit record that is not about an upload (a policy reload that failed, ...)."""
+        record = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "decision_id": new_decision_id(),
+            "event": event,
+            **dict.fromkeys(("client", "user", "service", "host", "method", "path", "rule")),
+            "actions": [],
+            "verdict": verdict,
+            "images": [],
+            "duration_ms": 0,
+            "message": message,
+            **details,
+        }
+        return self.audit.write(record)
 
     def _refuse_early(
         self,
@@ -331,7 +401,12 @@ def _notice(images: list[_Image]) -> str:
     return text or "This image was checked by your organisation's upload policy."
 
 
-def _default_refusal(req: UploadRequest, image: _Image) -> str:
+def _default_refusal(req: UploadRequest, image: _Image, coached: bool = False) -> str:
+    if coached:
+        return (
+            f"Your organisation asks you to check before uploading this image to "
+            f"{req.service} (rule {image.decision.rule.name!r})."
+        )
     return (
         f"Uploading this image to {req.service} is not allowed by your organisation's "
         f"policy (rule {image.decision.rule.name!r})."

@@ -1,18 +1,26 @@
-"""The organisation's policy file: settings, groups and ordered rules (first match wins)."""
+"""The organisation's policy: settings, groups and ordered rules (first match wins).
+
+This module holds the model and the entry points; `veil.policy_schema` reads a policy file
+strictly (every problem reported with its line and column) and builds the model.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from functools import cache, cached_property
 from pathlib import Path
-
-import yaml
+from typing import TYPE_CHECKING
 
 from veil import resources
 
+if TYPE_CHECKING:
+    from veil.catalogue import Catalogue
+
 ACTIONS = ("allow", "strip", "blur", "warn", "coach", "block")
 BLUR_STYLES = ("blur", "pixelate", "solid")
+ON_ERROR = ("block", "allow")
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {
@@ -27,10 +35,16 @@ _UNITS = {
     "gib": 2**30,
     "tib": 2**40,
 }
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$", re.IGNORECASE)
+_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class PolicyError(ValueError):
-    """The policy file is invalid; the message names file, line and value."""
+    """The policy file is invalid; the message names file, line and value of every problem."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 def parse_size(text: str | int) -> int:
@@ -42,6 +56,17 @@ def parse_size(text: str | int) -> int:
         raise ValueError(f"not a size: {text!r} (expected e.g. 64MiB, 500KB or 1048576)")
     unit = m.group(2).lower() if m.group(2) else None
     return int(float(m.group(1)) * _UNITS[unit])
+
+
+def parse_duration(text: str | int) -> int:
+    """`90s`, `30m`, `1h`, `1d`, `3600` -> seconds."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 30m, 1h or 3600)")
+    unit = m.group(2).lower() if m.group(2) else None
+    return int(float(m.group(1)) * _SECONDS[unit])
 
 
 @dataclass(frozen=True)
@@ -63,14 +88,31 @@ class Settings:
 class Conditions:
     """A rule's `match`: every given condition must hold; a list means any of."""
 
-    services: frozenset[str] | None = None
-    hosts: tuple[str, ...] | None = None
+    services: frozenset[str] | None = None  # service ids or vendor names
+    hosts: tuple[str, ...] | None = None  # catalogue-style patterns: "*.example.com"
     users: frozenset[str] | None = None
     groups: frozenset[str] | None = None
     clients: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = None
     formats: frozenset[str] | None = None
     has: frozenset[str] | None = None
     faces: tuple[str, int] | None = None  # (operator, count), e.g. (">=", 1)
+
+    @cached_property
+    def host_patterns(self) -> tuple[re.Pattern[str], ...]:
+        from veil.catalogue import compile_host_pattern
+
+        return tuple(compile_host_pattern(h) for h in self.hosts or ())
+
+    def given(self) -> tuple[str, ...]:
+        """The names of the conditions this rule sets (none: a catch-all)."""
+        return self._given
+
+    @cached_property
+    def _given(self) -> tuple[str, ...]:
+        return tuple(name for name in CONDITION_KEYS if getattr(self, name) is not None)
+
+
+CONDITION_KEYS = ("services", "hosts", "users", "groups", "clients", "formats", "has", "faces")
 
 
 @dataclass(frozen=True)
@@ -81,6 +123,13 @@ class Rule:
     message: str | None = None
     line: int = 0
 
+    @property
+    def is_catch_all(self) -> bool:
+        return not self.conditions.given()
+
+    def where(self) -> str:
+        return f"line {self.line}" if self.line else "built in"
+
 
 @dataclass
 class Policy:
@@ -88,6 +137,7 @@ class Policy:
     groups: dict[str, frozenset[str]] = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
     source: str = "<built-in>"
+    version: int = 1
 
     def needs_faces(self) -> bool:
         """Whether any rule could depend on faces (detection is skipped otherwise)."""
@@ -97,81 +147,36 @@ class Policy:
                 return True
         return False
 
+    def groups_of(self, user: str | None) -> set[str]:
+        if not user:
+            return set()
+        return {name for name, members in self.groups.items() if user in members}
 
-# The built-in safe default: strip metadata from every image.
+
+# The built-in safe default: strip metadata from every image no rule matched.
 DEFAULT_RULE = Rule(name="built-in default", actions=("strip",))
 
 
-def load_policy(path: str | Path | None = None) -> Policy:
+def load_policy(path: str | Path | None = None, catalogue: Catalogue | None = None) -> Policy:
+    """Read and strictly validate a policy file; raises PolicyError listing every problem."""
     path = Path(path) if path else resources.policy_file("default.yaml")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read the policy file: {exc.strerror}") from exc
-    return parse_policy(text, str(path))
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{path}: the policy file is not UTF-8 text: {exc.reason}") from exc
+    return parse_policy(text, str(path), catalogue)
 
 
-def parse_policy(text: str, source: str) -> Policy:
-    try:
-        doc = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise PolicyError(f"{source}: expected a mapping at the top level")
-    settings = _parse_settings(doc.get("settings") or {}, source)
-    groups = {str(k): frozenset(map(str, v or ())) for k, v in (doc.get("groups") or {}).items()}
-    rules = [_parse_rule(i, spec, source) for i, spec in enumerate(doc.get("rules") or ())]
-    return Policy(settings=settings, groups=groups, rules=rules, source=source)
+def parse_policy(text: str, source: str, catalogue: Catalogue | None = None) -> Policy:
+    from veil.policy_schema import read_policy
+
+    return read_policy(text, source, catalogue or _builtin_catalogue())
 
 
-def _parse_settings(spec: dict, source: str) -> Settings:
-    values: dict = {}
-    for key, value in spec.items():
-        if key not in Settings.__dataclass_fields__:
-            raise PolicyError(f"{source}: unknown setting {key!r}")
-        values[key] = parse_size(value) if key == "max_upload" else value
-    return Settings(**values)
+@cache
+def _builtin_catalogue() -> Catalogue:
+    from veil.catalogue import Catalogue
 
-
-def _parse_rule(index: int, spec: dict, source: str) -> Rule:
-    actions = spec.get("action", "allow")
-    actions = tuple([actions] if isinstance(actions, str) else actions)
-    for action in actions:
-        if action not in ACTIONS:
-            raise PolicyError(f"{source}: rule {index + 1}: unknown action {action!r}")
-    match = spec.get("match") or {}
-    conditions = Conditions(
-        services=_set(match.get("services")),
-        hosts=tuple(match["hosts"]) if "hosts" in match else None,
-        users=_set(match.get("users")),
-        groups=_set(match.get("groups")),
-        clients=tuple(ipaddress.ip_network(c, strict=False) for c in match["clients"])
-        if "clients" in match
-        else None,
-        formats=_set(match.get("formats")),
-        has=_set(match.get("has")),
-        faces=_parse_comparison(match["faces"]) if "faces" in match else None,
-    )
-    return Rule(
-        name=str(spec.get("name", f"rule {index + 1}")),
-        actions=actions,
-        conditions=conditions,
-        message=spec.get("message"),
-    )
-
-
-def _set(value: object) -> frozenset[str] | None:
-    if value is None:
-        return None
-    return frozenset(map(str, [value] if isinstance(value, str) else value))
-
-
-_COMPARISON = re.compile(r"^\s*(>=|<=|==|>|<|=)?\s*(\d+)\s*$")
-
-
-def _parse_comparison(value: object) -> tuple[str, int]:
-    m = _COMPARISON.match(str(value))
-    if not m:
-        raise ValueError(f"not a count comparison: {value!r} (expected e.g. '>=1')")
-    op = m.group(1) or ">="
-    return ("==" if op == "=" else op, int(m.group(2)))
+    return Catalogue.load()

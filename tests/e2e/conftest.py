@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,8 +90,9 @@ class Proxy:
         return self.process.returncode
 
 
-def proxy_starter(upstream, pki, certs_dir, tmp_path) -> tuple:
-    """A function that starts `veil run` in `tmp_path`, and the list of proxies it started."""
+@contextmanager
+def proxy_starter(upstream, pki, certs_dir, tmp_path) -> Iterator:
+    """Start `veil run` with a policy (YAML text or a path) and extra arguments."""
     started: list[Proxy] = []
 
     def start(
@@ -168,25 +170,24 @@ def proxy_starter(upstream, pki, certs_dir, tmp_path) -> tuple:
         started.append(proxy)
         return proxy
 
-    return start, started
+    try:
+        yield start
+    finally:
+        for proxy in started:
+            proxy.stop()
 
 
 @pytest.fixture
 def start_proxy(upstream, pki, certs_dir, tmp_path) -> Iterator:
-    """Start `veil run` with a policy (YAML text or a path) and extra arguments."""
-    start, started = proxy_starter(upstream, pki, certs_dir, tmp_path)
-    yield start
-    for proxy in started:
-        proxy.stop()
+    with proxy_starter(upstream, pki, certs_dir, tmp_path) as start:
+        yield start
 
 
 @pytest.fixture(scope="module")
 def start_module_proxy(upstream, pki, certs_dir, tmp_path_factory) -> Iterator:
-    """Like start_proxy, but the proxies live for the whole test module (one start, many tests)."""
-    start, started = proxy_starter(upstream, pki, certs_dir, tmp_path_factory.mktemp("proxy"))
-    yield start
-    for proxy in started:
-        proxy.stop()
+    """As start_proxy, for proxies shared by a module's tests (one start for many tests)."""
+    with proxy_starter(upstream, pki, certs_dir, tmp_path_factory.mktemp("proxy")) as start:
+        yield start
 
 
 @pytest.fixture

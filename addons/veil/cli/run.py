@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from veil import resources
+from veil.catalogue import Catalogue, CatalogueError
 from veil.policy import PolicyError, load_policy
 
 CA_CERT = "mitmproxy-ca-cert.pem"
@@ -41,6 +42,12 @@ def add_parser(commands) -> None:
         metavar="FILE",
         help="keep blocked images encrypted to this public key (veil audit keygen quarantine)",
     )
+    p.add_argument(
+        "--proxyauth",
+        metavar="SPEC",
+        help="ask clients for proxy credentials; the user name is what policy users/groups "
+        "match: user:pass, @htpasswd-file, ldap[s]:..., or any",
+    )
     p.set_defaults(handler=handle)
 
 
@@ -52,8 +59,8 @@ def default_policy_path() -> Path:
 def handle(args: argparse.Namespace) -> int:
     policy_path = Path(args.policy) if args.policy else default_policy_path()
     try:
-        load_policy(policy_path)
-    except PolicyError as exc:
+        load_policy(policy_path, Catalogue.load(args.services))
+    except (PolicyError, CatalogueError) as exc:
         print(f"veil run: the policy is invalid, not starting:\n{exc}", file=sys.stderr)
         return 1
     certs = Path(args.certs).resolve()
@@ -78,6 +85,11 @@ def handle(args: argparse.Namespace) -> int:
     if audit_args is None:
         return 1
     mitm_args += audit_args
+    if args.proxyauth:
+        spec = args.proxyauth
+        if spec.startswith("@"):  # an htpasswd file: make the path independent of the cwd
+            spec = f"@{Path(spec[1:]).resolve()}"
+        mitm_args += ["--set", f"proxyauth={spec}"]
     hint = StartupHint(policy_path, Path(args.audit), certs / CA_CERT)
     return start_mitmdump(mitm_args + list(args.passthrough), hint)
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from veil.catalogue import Catalogue
-from veil.decide import ImageDecision, RequestContext, decide
+from veil.decide import ImageDecision, RequestContext, RuleTrace, explain, needs_faces
 from veil.findings import ImageReport
 from veil.formats import ImageError, detect, open_image
 from veil.inspect import inspect
@@ -52,6 +52,8 @@ class ScanResult:
         if self.output is None or self.remaining is None:
             return ""
         return "kept" if summary in self.remaining else "removed"
+    traces: list[RuleTrace] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # finding kinds the transform took out
 
     def to_json(self) -> dict:
         result: dict = {"file": str(self.path)}
@@ -66,6 +68,7 @@ class ScanResult:
             result["bytes_out"] = len(self.output)
             if self.remaining is not None:
                 result["remaining"] = sorted(self.remaining)
+        result["explanation"] = explanation_record(self)
         return result
 
 
@@ -115,18 +118,23 @@ def scan_file(
         return ScanResult(path, error=f"cannot read: {exc.strerror}")
     fmt = detect(data)
     try:
-        want_faces = want_faces or policy.needs_faces()
+        want_faces = want_faces or needs_faces(policy, context)
         report = inspect(data, fmt or "unknown", policy.settings, want_faces=want_faces)
-        decision = decide(policy, context, report)
+        decision, traces = explain(policy, context, report)
         output = None
-        if not {"block", "coach"} & set(decision.actions):
+        removed: list[str] = []
+        if not decision.refuses():
             output = transform(
                 data, report, decision.actions, policy.settings, size_preserving=False
             )
         remaining = _remaining_kinds(output, report.format) if output is not None else None
+        if remaining is not None:
+            removed = sorted({f.kind for f in report.findings if f.summary not in remaining})
     except (ImageError, RuntimeError) as exc:
         return ScanResult(path, error=f"cannot be inspected: {exc}")
-    return ScanResult(path, report, decision, output, remaining=remaining)
+    return ScanResult(
+        path, report, decision, output, remaining=remaining, traces=traces, removed=removed
+    )
 
 
 def _remaining_kinds(output: bytes, fmt: str) -> set[str]:
@@ -178,4 +186,79 @@ def print_result(r: ScanResult) -> None:
         print(f"  faces: {len(rep.faces)}")
         for face in rep.faces:
             print(f"    {face.w}x{face.h} at {face.x},{face.y}  confidence {face.confidence:.2f}")
-    print(f"  rule: {r.decision.rule.name} -> {', '.join(r.decision.actions)}")
+    for line in explanation_lines(r):
+        print(f"  {line}")
+
+
+def explanation_lines(r: ScanResult) -> list[str]:
+    """Which rule matched and why, which rules before it did not, and what would change."""
+    assert r.report is not None and r.decision is not None
+    decision = r.decision
+    lines = []
+    for trace in r.traces:
+        if trace.matched:
+            continue
+        failed = "; ".join(c.why for c in trace.checks if not c.held)
+        lines.append(f"skipped {trace.rule.name} ({trace.rule.where()}): {failed}")
+    rule = decision.rule
+    lines.append(f"rule: {rule.name} ({rule.where()}) -> {', '.join(decision.actions)}")
+    matched = next((t for t in r.traces if t.matched), None)
+    if matched is None:
+        lines.append("  because no rule of the policy matched (the built-in safe default)")
+    elif not matched.checks:
+        lines.append("  because it matches every upload")
+    for check in matched.checks if matched else ():
+        lines.append(f"  because {check.key}: {check.why}")
+    lines.extend(_effects(r))
+    return lines
+
+
+def _effects(r: ScanResult) -> list[str]:
+    assert r.report is not None and r.decision is not None
+    actions = r.decision.actions
+    message = r.decision.message
+    if "block" in actions:
+        return [f"would block the upload: {message or '(the default refusal message)'}"]
+    if "coach" in actions:
+        return [
+            f"would hold the upload back with a coach notice: {message or '(default text)'}",
+            "  once the user follows its continue link, their uploads to this service pass",
+        ]
+    effects = []
+    if "blur" in actions:
+        effects.append(f"would blur {len(r.report.faces or [])} face(s)")
+    if r.removed:
+        effects.append(f"would remove: {', '.join(r.removed)}")
+    kept = sorted({f.kind for f in r.report.findings} - set(r.removed))
+    if kept and ("strip" in actions or "blur" in actions):
+        effects.append(f"would keep: {', '.join(kept)}")
+    if not effects:
+        effects.append("would send the image unchanged")
+    if "warn" in actions:
+        effects.append(f"would tell the user (Veil-Notice): {message or '(default notice)'}")
+    return effects
+
+
+def explanation_record(r: ScanResult) -> dict:
+    assert r.decision is not None
+    matched = next((t for t in r.traces if t.matched), None)
+    return {
+        "rule": r.decision.rule.name,
+        "line": r.decision.rule.line or None,
+        "because": [f"{c.key}: {c.why}" for c in matched.checks] if matched else [],
+        "skipped": [
+            {
+                "rule": t.rule.name,
+                "line": t.rule.line,
+                "failed": [f"{c.key}: {c.why}" for c in t.checks if not c.held],
+            }
+            for t in r.traces
+            if not t.matched
+        ],
+        "refused": r.decision.refuses(),
+        "message": r.decision.message,
+        "removed": r.removed,
+        "blurred_faces": len(r.report.faces or [])
+        if r.report and "blur" in r.decision.actions
+        else 0,
+    }
