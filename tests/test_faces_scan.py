@@ -26,7 +26,7 @@ def test_scan_blurs_faces_and_draws_a_preview(tmp_path, capsys):
     assert main(["scan", str(photo), "--policy", str(policy), "--out", str(out), "--preview"]) == 0
 
     text = capsys.readouterr().out
-    assert "rule: blur-all -> blur, strip" in text
+    assert "rule: blur-all (line 3) -> blur, strip" in text
     blurred = (out / "couple.jpg").read_bytes()
     result = Image.open(io.BytesIO(blurred))
     assert result.size == Image.open(io.BytesIO(data)).size  # shown upright, as before

@@ -16,12 +16,20 @@ def transform(
     *,
     size_preserving: bool,
 ) -> bytes:
-    """The new bytes for an image (the same object when nothing had to change)."""
-    if "blur" in actions and report.faces:
+    """The new bytes for an image (the same object when nothing had to change).
+
+    With `size_preserving` the result has exactly the input's length: metadata is overwritten
+    in place, and an image encoded again to blur faces is padded back to the announced size."""
+    announced = len(data)
+    blurred = "blur" in actions and bool(report.faces)
+    if blurred:
         data = faces.obliterate(data, report, settings)
     if "strip" in actions or "blur" in actions:
-        options = StripOptions(keep_icc=settings.keep_icc, size_preserving=size_preserving)
+        in_place = size_preserving and not blurred
+        options = StripOptions(keep_icc=settings.keep_icc, size_preserving=in_place)
         stripped = formats.open_image(data, report.format).strip(options)
         report.removed, report.reencoded = stripped.removed, stripped.reencoded
         data = stripped.data
+    if size_preserving and blurred:
+        data = formats.open_image(data, report.format).padded(announced)
     return data

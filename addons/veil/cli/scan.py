@@ -52,6 +52,7 @@ class ScanResult:
         if self.output is None or self.remaining is None:
             return ""
         return "kept" if summary in self.remaining else "removed"
+
     traces: list[RuleTrace] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # finding kinds the transform took out
 

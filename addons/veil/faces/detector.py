@@ -141,8 +141,9 @@ def detection_canvas(data: bytes, report: ImageReport, long_side: int) -> Canvas
     if image.mode != "RGB":
         image = image.convert("RGB")
     image = _resized(image, target)
-    image = pixels.upright(image, report.orientation)
-    display_w, display_h = pixels.displayed_size(stored_w, stored_h, report.orientation)
+    orientation = pixels.pixel_orientation(report.format, report.orientation)
+    image = pixels.upright(image, orientation)
+    display_w, display_h = pixels.displayed_size(stored_w, stored_h, orientation)
     return Canvas(
         rgb=np.asarray(image),
         x_scale=display_w / image.width,

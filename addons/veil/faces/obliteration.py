@@ -39,6 +39,7 @@ PILLOW_FORMATS = {
     "tiff": "TIFF",
     "bmp": "BMP",
     "avif": "AVIF",
+    "heif": "HEIF",  # saved through pillow-heif (x265)
 }
 LOSSY_QUALITY = 90  # WebP/AVIF do not record their quality: re-encode high
 LOSSLESS_TIFF = frozenset({"raw", "tiff_lzw", "tiff_deflate", "tiff_adobe_deflate", "packbits"})
@@ -52,7 +53,10 @@ def obliterate(data: bytes, report: ImageReport, settings: Settings) -> bytes:
         raise UnsupportedImage(f"faces cannot be blurred in {report.format} images yet")
     image = pixels.open_still(data, report.format)
     options = encode_options(image, report.format, data)
-    image = pixels.upright(pixels.load(image, report.format), report.orientation)
+    image = pixels.upright(
+        pixels.load(image, report.format),
+        pixels.pixel_orientation(report.format, report.orientation),
+    )
     image = _editable(image)
     rng = np.random.default_rng()  # fresh OS entropy for every upload
     for face in report.faces:
@@ -130,7 +134,7 @@ def encode_options(image: Image.Image, fmt: str, data: bytes) -> dict:
     no metadata is carried over)."""
     options: dict = {}
     icc = image.info.get("icc_profile")
-    if icc and fmt in ("jpeg", "png", "webp", "tiff", "avif"):
+    if icc and fmt in ("jpeg", "png", "webp", "tiff", "avif", "heif"):
         options["icc_profile"] = icc  # colour, not metadata; strip keeps or drops it by policy
     if fmt == "jpeg":
         options.update(_jpeg_params(image))
@@ -142,7 +146,7 @@ def encode_options(image: Image.Image, fmt: str, data: bytes) -> dict:
     elif fmt == "tiff":
         compression = image.info.get("compression", "raw")
         options["compression"] = compression if compression in LOSSLESS_TIFF else "tiff_lzw"
-    elif fmt == "avif":
+    elif fmt in ("avif", "heif"):
         options["quality"] = LOSSY_QUALITY
     return options
 

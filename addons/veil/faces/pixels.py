@@ -27,10 +27,19 @@ ORIENTATION_TAG = 0x0112
 # Pillow opens a phone JPEG with MPF preview images as several frames; only the primary image
 # is sent on (the previews are stripped), so only it is checked.
 PRIMARY_IMAGE_ONLY = frozenset({"jpeg"})
+# Formats whose decoder turns the pixels upright itself (pillow-heif applies HEIF irot/imir).
+UPRIGHT_WHEN_DECODED = frozenset({"heif"})
+
+
+def pixel_orientation(fmt: str, orientation: int) -> int:
+    """The orientation still to apply to the decoded pixels of an image in this format."""
+    return 1 if fmt in UPRIGHT_WHEN_DECODED else orientation
 
 
 def open_still(data: bytes, fmt: str) -> Image.Image:
     """Open (not yet decode) the image; refuses animations, whose later frames go unchecked."""
+    if fmt == "heif":
+        _register_heif()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -67,3 +76,10 @@ def has_orientation_tag(image: Image.Image) -> bool:
         return ORIENTATION_TAG in image.getexif()
     except Exception:  # a broken EXIF block says nothing trustworthy about orientation
         return False
+
+
+def _register_heif() -> None:
+    """Teach Pillow to open (and save) HEIF through pillow-heif, once per process."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()

@@ -103,3 +103,20 @@ class ImageFormat(ABC):
     def orientation(self) -> int:
         """EXIF-style orientation (1..8) the viewer applies; 1 when there is none."""
         return 1
+
+    def padded(self, length: int) -> bytes:
+        """These bytes grown to exactly `length` with filler a decoder skips.
+
+        For uploads whose size was announced before the bytes when the image had to be encoded
+        again (faces blurred): the new image is padded back to the announced length."""
+        missing = self._missing(length)
+        return self.data + bytes(missing)
+
+    def _missing(self, length: int) -> int:
+        missing = length - len(self.data)
+        if missing < 0:
+            raise UnsupportedImage(
+                f"the transformed {self.name} is {-missing} bytes longer than the size the "
+                "upload announced before sending it, so it cannot be sent in its place"
+            )
+        return missing

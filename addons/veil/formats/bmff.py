@@ -331,6 +331,12 @@ class Heif(ImageFormat):
 
     # -- removal ----------------------------------------------------------------------------
 
+    def padded(self, length: int) -> bytes:
+        missing = self._missing(length)
+        if missing < 8:  # too small for a box
+            return self.data + bytes(missing)
+        return self.data + _free_box(missing)  # a top-level free box: skipped by readers
+
     def strip(self, options: StripOptions) -> Stripped:
         removable = self._removable()
         removed = list(dict.fromkeys(removable.values()))

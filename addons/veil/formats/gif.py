@@ -131,6 +131,14 @@ class Gif(ImageFormat):
             pos += 1 + n
         return b"".join(parts)
 
+    def padded(self, length: int) -> bytes:
+        missing = self._missing(length)
+        filler = _comment_filler(missing)
+        if filler is None:  # no comment block has exactly this size: zeros after the trailer
+            return self.data + bytes(missing)
+        trailer = self.image_end - 1
+        return self.data[:trailer] + filler + self.data[trailer:]
+
     def strip(self, options: StripOptions) -> Stripped:
         data = self.data
         pieces: list[bytes] = [data[: self.header_end]]

@@ -291,6 +291,10 @@ class Jpeg(ImageFormat):
 
     # -- removal ----------------------------------------------------------------------------
 
+    def padded(self, length: int) -> bytes:
+        # Comment segments of zeros (and fill bytes) right after SOI.
+        return self.data[:2] + _filler(self._missing(length)) + self.data[2:]
+
     def strip(self, options: StripOptions) -> Stripped:
         data = self.data
         head: list[bytes | memoryview] = [b"\xff\xd8"]

@@ -202,6 +202,14 @@ class Png(ImageFormat):
         else:
             inv.add("other_metadata", f"raw {profile} profile ({where})")
 
+    def padded(self, length: int) -> bytes:
+        missing = self._missing(length)
+        if missing < 12:  # too small for a chunk: zeros after IEND
+            return self.data + bytes(missing)
+        iend = self.image_end - 12
+        filler = make_chunk(FILLER, bytes(missing - 12))
+        return self.data[:iend] + filler + self.data[iend:]
+
     def strip(self, options: StripOptions) -> Stripped:
         keep = KEEP | ({b"iCCP"} if options.keep_icc else set())
         pieces: list[bytes] = [SIGNATURE]

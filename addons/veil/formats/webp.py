@@ -141,6 +141,14 @@ class WebP(ImageFormat):
     def _frame_extras(self, frame: Chunk) -> list[Chunk]:
         return [c for c in self._frame_chunks(frame) if c.fourcc not in FRAME_CHUNKS]
 
+    def padded(self, length: int) -> bytes:
+        missing = self._missing(length)
+        if missing < 8 or not self.extended:  # no room for a chunk: zeros after the RIFF
+            return self.data + bytes(missing)
+        filler = chunk_bytes(FILLER, bytes(missing - 8 - (missing & 1)))
+        out = _riff([self.data[12 : self.riff_end], filler])
+        return out + bytes(length - len(out))
+
     def strip(self, options: StripOptions) -> Stripped:
         data = self.data
         body: list[bytes] = []
