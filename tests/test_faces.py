@@ -56,11 +56,16 @@ def decode(data: bytes) -> np.ndarray:
     return np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
 
 
+def obliterated_boxes(faces_found: list[Face], size: tuple[int, int]) -> list[tuple]:
+    """The regions obliterate() replaces: enlarged face boxes, largely overlapping ones merged."""
+    boxes = [obliteration.enlarged_box(f, SETTINGS.face_scale, size) for f in faces_found]
+    return obliteration.merged_boxes(boxes)
+
+
 def obliterated_share(faces_found: list[Face], box: list[int], size: tuple[int, int]) -> float:
     """How much of a labelled box lies inside the enlarged boxes that get obliterated."""
     mask = np.zeros((size[1], size[0]), dtype=bool)
-    for face in faces_found:
-        x1, y1, x2, y2 = obliteration.enlarged_box(face, SETTINGS.face_scale, size)
+    for x1, y1, x2, y2 in obliterated_boxes(faces_found, size):
         mask[y1:y2, x1:x2] = True
     x, y, w, h = box
     return float(mask[y : y + h, x : x + w].mean())
@@ -91,8 +96,7 @@ def obliterated_part(faces_found: list[Face], box: list[int], size: tuple[int, i
     """The part of a labelled box inside the obliterated region that covers most of it."""
     x, y, w, h = box
     best = [x, y, 0, 0]
-    for face in faces_found:
-        x1, y1, x2, y2 = obliteration.enlarged_box(face, SETTINGS.face_scale, size)
+    for x1, y1, x2, y2 in obliterated_boxes(faces_found, size):
         ix1, iy1, ix2, iy2 = max(x, x1), max(y, y1), min(x + w, x2), min(y + h, y2)
         if ix2 > ix1 and iy2 > iy1 and (ix2 - ix1) * (iy2 - iy1) > best[2] * best[3]:
             best = [ix1, iy1, ix2 - ix1, iy2 - iy1]
@@ -102,8 +106,7 @@ def obliterated_part(faces_found: list[Face], box: list[int], size: tuple[int, i
 def away_from(faces_found: list[Face], size: tuple[int, int], margin: int) -> np.ndarray:
     """Pixels at least `margin` px away from every obliterated region."""
     mask = np.ones((size[1], size[0]), dtype=bool)
-    for face in faces_found:
-        x1, y1, x2, y2 = obliteration.enlarged_box(face, SETTINGS.face_scale, size)
+    for x1, y1, x2, y2 in obliterated_boxes(faces_found, size):
         mask[max(0, y1 - margin) : y2 + margin, max(0, x1 - margin) : x2 + margin] = False
     return mask
 

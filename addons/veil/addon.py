@@ -127,7 +127,7 @@ class Veil:
                 )
 
         assert self.pool is not None
-        self.pool.submit(faces.prepare).add_done_callback(report)
+        self.pool.submit(faces.prepare, self._policy.settings).add_done_callback(report)
 
     def _load_policy(self, path: Path) -> Policy:
         policy = load_policy(path, self.catalogue)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 ACTIONS = ("allow", "strip", "blur", "warn", "coach", "block")
 BLUR_STYLES = ("blur", "pixelate", "solid")
+FACE_PRECISIONS = ("int8", "float32")
 ON_ERROR = ("block", "allow")
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
@@ -77,9 +78,10 @@ class Settings:
     max_pixels: int = 100_000_000  # decompression-bomb guard, checked from the header
     keep_icc: bool = True
     face_threshold: float = 0.1
-    face_canvas: int = 1280
+    face_canvas: int = 1024
     face_scale: float = 1.3
     face_rotations: bool = False  # extra rotated passes for photos without orientation
+    face_precision: str = "int8"  # the detector's arithmetic: int8 (faster) or float32
     blur_style: str = "blur"
     coach_ttl: int = 3600  # seconds an acknowledged coach notice lets uploads pass
 

@@ -24,6 +24,7 @@ from veil.findings import FINDING_KINDS
 from veil.policy import (
     ACTIONS,
     BLUR_STYLES,
+    FACE_PRECISIONS,
     ON_ERROR,
     Conditions,
     Policy,
@@ -636,6 +637,7 @@ _SETTING_CHECKS: dict[str, Callable[[object], object]] = {
     "face_canvas": _positive_int,
     "face_scale": _number(1.0, 10.0),
     "face_rotations": _boolean,
+    "face_precision": _choice(FACE_PRECISIONS),
     "blur_style": _choice(BLUR_STYLES),
     "coach_ttl": _duration,
 }

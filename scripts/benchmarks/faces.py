@@ -99,7 +99,7 @@ def displayed(report: ImageReport) -> tuple[int, int]:
 
 def without_orientation_tag(data: bytes) -> bytes:
     """The same JPEG without EXIF (lossless), so that face_rotations applies to it."""
-    return open_image(data, "jpeg").strip(StripOptions(keep_orientation=False))
+    return open_image(data, "jpeg").strip(StripOptions(keep_orientation=False)).data
 
 
 def obliterated_mask(found: list[Face], scale: float, size: tuple[int, int]) -> np.ndarray:
@@ -429,7 +429,7 @@ def timed(fn: Callable[[], object], repeat: int, patience: float = 0.0, warmup: 
 def stages(data: bytes, settings: Settings) -> list[tuple[str, Callable[[], object]]]:
     report = inspect(data, "jpeg", settings, want_faces=True)
     canvas = detector.detection_canvas(data, report, settings.face_canvas)
-    model = centerface.load()
+    model = centerface.load(settings.face_precision)
 
     def full_decode() -> Image.Image:
         return pixels.upright(pixels.load(pixels.open_still(data, "jpeg"), "jpeg"), 1)
@@ -486,7 +486,7 @@ def others_busy(before: tuple[float, float], own_before: float) -> str:
 
 def speed_report(settings: Settings, repeat: int, sweep: bool, patience: float) -> None:
     with_faces, without_faces = twelve_mp(PHOTO_WITH_FACES), twelve_mp(PHOTO_WITHOUT_FACES)
-    faces.prepare()
+    faces.prepare(settings)
     load_before = os.getloadavg()
     machine_before, own_before = cpu_ticks(), time.process_time()
     rows = []

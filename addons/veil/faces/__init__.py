@@ -40,11 +40,11 @@ def preview(data: bytes, report: ImageReport, settings: Settings) -> bytes:
     return drawing.preview(data, report, settings)
 
 
-def prepare() -> None:
+def prepare(settings: Settings) -> None:
     """Load the detector now (at start-up) instead of on the first upload."""
     from veil.faces import centerface
 
-    centerface.load()
+    centerface.load(settings.face_precision)
 
 
 __all__ = ["FaceDetectionUnavailable", "detect", "obliterate", "prepare", "preview"]

@@ -100,16 +100,27 @@ def non_maximum_suppression(boxes: np.ndarray, iou_limit: float) -> np.ndarray:
 # Loading: once per process, on first use (or at start-up through `load()`).
 
 _lock = threading.Lock()
-_model: CenterFace | None = None
+_models: dict[str, CenterFace] = {}
 
 
-def load() -> CenterFace:
+def load(precision: str = "int8") -> CenterFace:
     """The shared detector; raises FaceDetectionUnavailable, saying why, when it cannot load."""
-    global _model
     with _lock:
-        if _model is None:
-            _model = CenterFace(_session(_dynamic_model(_model_bytes())))
-        return _model
+        if precision not in _models:
+            model = _dynamic_model(_model_bytes())
+            if precision == "int8":
+                model = _quantized(model)
+            _models[precision] = CenterFace(_session(model))
+        return _models[precision]
+
+
+def _quantized(model: bytes) -> bytes:
+    from veil.faces import quantize
+
+    try:
+        return quantize.quantized(model)
+    except Exception as exc:
+        raise FaceDetectionUnavailable(f"the 8-bit face model cannot be built: {exc}") from exc
 
 
 def _model_bytes() -> bytes:

@@ -29,7 +29,7 @@ from veil.policy import Settings
 # Quarter turns tried for photos whose orientation is unknown (np.rot90's k, anticlockwise).
 EXTRA_TURNS = (1, 2, 3)
 COARSE_SIDE = 320  # px, long side of the pass for very large faces (about 1/16 of the cost)
-# The coarse pass only adds faces of at least this many of its pixels (192 on a 1280 canvas);
+# The coarse pass only adds faces of at least this many of its pixels (154 on a 1024 canvas);
 # smaller ones the main pass sees better, with tighter boxes.
 COARSE_MIN_FACE = 48
 SAME_FACE_INSIDE = 0.8  # a box this much inside another is the same face seen at another scale
@@ -47,7 +47,7 @@ class Canvas:
 
 
 def detect(data: bytes, report: ImageReport, settings: Settings) -> list[Face]:
-    model = centerface.load()
+    model = centerface.load(settings.face_precision)
     canvas = detection_canvas(data, report, settings.face_canvas)
     turns = (0,)
     if settings.face_rotations and not canvas.orientation_known:
@@ -129,6 +129,9 @@ def _same_face(a, b) -> bool:
     return iou >= centerface.NMS_IOU or inter >= SAME_FACE_INSIDE * min(area_a, area_b)
 
 
+DRAFT_SLACK = 0.9
+
+
 def detection_canvas(data: bytes, report: ImageReport, long_side: int) -> Canvas:
     image = pixels.open_still(data, report.format)
     orientation_known = pixels.has_orientation_tag(image)
@@ -136,11 +139,16 @@ def detection_canvas(data: bytes, report: ImageReport, long_side: int) -> Canvas
     ratio = long_side / max(stored_w, stored_h)
     target = (max(1, round(stored_w * ratio)), max(1, round(stored_h * ratio)))
     if ratio < 1:
-        image.draft("RGB", target)  # JPEG: decode at 1/2, 1/4 or 1/8 (DCT scaling)
+        # JPEG decodes at 1/2, 1/4 or 1/8 (DCT scaling). A canvas up to DRAFT_SLACK smaller
+        # than asked is accepted when it lets the decoder scale further: a 4032 px photo is
+        # 1008 px at 1/4, where 1024 px would need decoding at 1/2 and reducing (3x the cost).
+        image.draft("RGB", (round(target[0] * DRAFT_SLACK), round(target[1] * DRAFT_SLACK)))
     image = pixels.load(image, report.format)
     if image.mode != "RGB":
         image = image.convert("RGB")
-    image = _resized(image, target)
+    drafted = ratio < 1 and max(image.size) <= long_side  # within the slack: used as it is
+    if not drafted:
+        image = _resized(image, target)
     orientation = pixels.pixel_orientation(report.format, report.orientation)
     image = pixels.upright(image, orientation)
     display_w, display_h = pixels.displayed_size(stored_w, stored_h, orientation)

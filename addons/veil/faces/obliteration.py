@@ -29,6 +29,7 @@ from veil.policy import Settings
 # confidence (eyes and mouth still show as dark spots); with 5, 3 of 24.
 MAX_CELLS = 5
 MIN_CELL = 4  # pixels: small faces get fewer, not smaller, cells
+MERGE_OVERLAP = 0.3  # boxes sharing this much of the smaller one are obliterated as one
 NOISE_SIGMA = 12.0  # grey levels of noise added to every cell and channel
 EDITABLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "CMYK"})
 PILLOW_FORMATS = {
@@ -59,8 +60,8 @@ def obliterate(data: bytes, report: ImageReport, settings: Settings) -> bytes:
     )
     image = _editable(image)
     rng = np.random.default_rng()  # fresh OS entropy for every upload
-    for face in report.faces:
-        box = enlarged_box(face, settings.face_scale, image.size)
+    boxes = [enlarged_box(face, settings.face_scale, image.size) for face in report.faces]
+    for box in merged_boxes(boxes):
         obliterate_box(image, box, settings.blur_style, rng)
     out = io.BytesIO()
     image.save(out, pillow_format, **options)
@@ -78,6 +79,36 @@ def enlarged_box(face: Face, scale: float, size: tuple[int, int]) -> tuple[int, 
         min(width, int(np.ceil(cx + half_w))),
         min(height, int(np.ceil(cy + half_h))),
     )
+
+
+def merged_boxes(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Boxes that largely overlap (one face found twice, at two sizes) become their union, so
+    that the face is obliterated once, as a whole, instead of in overlapping patches whose
+    seams can follow its features."""
+    merged = list(boxes)
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(merged)):
+            for j in range(i + 1, len(merged)):
+                if _overlap_share(merged[i], merged[j]) >= MERGE_OVERLAP:
+                    a, b = merged[i], merged.pop(j)
+                    merged[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    changed = True
+                    break
+            if changed:
+                break
+    return merged
+
+
+def _overlap_share(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """The intersection's share of the smaller box."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return width * height / max(smaller, 1)
 
 
 def obliterate_box(
