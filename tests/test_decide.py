@@ -125,6 +125,22 @@ def test_unknown_faces_never_satisfy_a_face_condition():
     assert decide(POLICY, ctx(), report(faces=None)).rule.name == "built-in default"
 
 
+def test_only_boxes_the_detector_is_sure_of_count_as_faces():
+    policy = parse_policy(
+        "version: 1\nsettings: {face_match_threshold: 0.4}\nrules:\n"
+        "  - {name: crowd, match: {faces: '>=2'}, action: block}\n"
+        "  - {name: any-face, match: {has: [faces]}, action: warn}\n",
+        "p.yaml",
+    )
+    image = ImageReport("jpeg", 100, 100, [], [Face(0, 0, 10, 10, 0.9), Face(50, 50, 9, 9, 0.15)])
+    image.face_match_threshold = policy.settings.face_match_threshold
+    assert decide(policy, ctx(), image).rule.name == "any-face"  # one face, one unsure box
+    assert image.to_record()["faces"] == [[0, 0, 10, 10, 0.9]]
+    assert image.to_record()["unsure_face_boxes"] == [[50, 50, 9, 9, 0.15]]
+    image.faces = [Face(50, 50, 9, 9, 0.15)]
+    assert decide(policy, ctx(), image).rule.name == "built-in default"
+
+
 def test_explain_says_why_each_rule_did_or_did_not_match():
     decision, traces = explain(
         POLICY, ctx("claude", "anthropic", "claude.ai", "10.1.9.9", "bob"), report(kinds=["serial"])

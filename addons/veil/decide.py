@@ -249,7 +249,7 @@ def _has_why(c: Conditions, p: Policy, ctx: RequestContext, r: ImageReport, held
 
 def _faces(c: Conditions, policy: Policy, ctx: RequestContext, r: ImageReport) -> bool:
     assert c.faces is not None
-    return r.faces is not None and compare(c.faces, len(r.faces))
+    return r.faces is not None and compare(c.faces, len(r.confident_faces))
 
 
 def _faces_why(c: Conditions, p: Policy, ctx: RequestContext, r: ImageReport, held: bool) -> str:
@@ -257,7 +257,7 @@ def _faces_why(c: Conditions, p: Policy, ctx: RequestContext, r: ImageReport, he
     wanted = f"{c.faces[0]}{c.faces[1]}"
     if r.faces is None:
         return f"faces were not detected (needs {wanted})"
-    return f"{len(r.faces)} face(s), needs {wanted}"
+    return f"{len(r.confident_faces)} face(s), needs {wanted}"
 
 
 _NO_IMAGE = ImageReport("none", 0, 0)  # request conditions never look at the image

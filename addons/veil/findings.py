@@ -60,16 +60,29 @@ class ImageReport:
     height: int
     findings: list[Finding] = field(default_factory=list)
     faces: list[Face] | None = None  # None: detection did not run
+    # Every box in `faces` is obliterated by blur (recall first); only boxes the detector is at
+    # least this sure of count as faces for rules (`has: [faces]`, `faces: ">=N"`), so that a
+    # landscape with a face-like bush is not reported as a photo of people.
+    face_match_threshold: float = 0.0
     orientation: int = 1
     # Set by stripping: what went (in words), and whether the pixels had to be re-encoded.
     removed: tuple[str, ...] | None = None
     reencoded: bool = False
 
+    @property
+    def confident_faces(self) -> list[Face]:
+        return [f for f in self.faces or () if f.confidence >= self.face_match_threshold]
+
     def kinds(self) -> set[str]:
         kinds = {f.kind for f in self.findings}
-        if self.faces:
+        if self.confident_faces:
             kinds.add("faces")
         return kinds
+
+    def _unsure_boxes(self) -> dict:
+        """Boxes below the match threshold: not counted as faces, but blurred all the same."""
+        unsure = [f.as_list() for f in self.faces or () if f not in self.confident_faces]
+        return {"unsure_face_boxes": unsure} if unsure else {}
 
     def to_record(self) -> dict:
         return {
@@ -77,7 +90,8 @@ class ImageReport:
             "width": self.width,
             "height": self.height,
             "findings": [asdict(f) for f in self.findings],
-            "faces": None if self.faces is None else [f.as_list() for f in self.faces],
+            "faces": None if self.faces is None else [f.as_list() for f in self.confident_faces],
+            **self._unsure_boxes(),
             **({"removed": list(self.removed)} if self.removed is not None else {}),
             **({"reencoded": True} if self.reencoded else {}),
         }

@@ -29,6 +29,7 @@ def inspect(data: bytes, fmt: str, settings: Settings, *, want_faces: bool) -> I
         height=height,
         findings=image.findings(),
         orientation=image.orientation(),
+        face_match_threshold=settings.face_match_threshold,
     )
     if want_faces:
         from veil import faces

@@ -77,7 +77,8 @@ class Settings:
     max_images: int = 32
     max_pixels: int = 100_000_000  # decompression-bomb guard, checked from the header
     keep_icc: bool = True
-    face_threshold: float = 0.1
+    face_threshold: float = 0.1  # boxes from here up are blurred
+    face_match_threshold: float = 0.4  # boxes from here up count as faces for rules
     face_canvas: int = 1024
     face_scale: float = 1.3
     face_rotations: bool = False  # extra rotated passes for photos without orientation

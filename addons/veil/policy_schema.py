@@ -634,6 +634,7 @@ _SETTING_CHECKS: dict[str, Callable[[object], object]] = {
     "max_pixels": _positive_int,
     "keep_icc": _boolean,
     "face_threshold": _number(0.0, 1.0),
+    "face_match_threshold": _number(0.0, 1.0),
     "face_canvas": _positive_int,
     "face_scale": _number(1.0, 10.0),
     "face_rotations": _boolean,

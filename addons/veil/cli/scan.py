@@ -184,9 +184,14 @@ def print_result(r: ScanResult) -> None:
     if r.output is not None and rep.removed is not None:
         print(f"  bytes: {r.path.stat().st_size} -> {len(r.output)}")
     if rep.faces is not None:
-        print(f"  faces: {len(rep.faces)}")
+        confident = rep.confident_faces
+        unsure = len(rep.faces) - len(confident)
+        more = f" (+{unsure} unsure box(es), below {rep.face_match_threshold})" if unsure else ""
+        print(f"  faces: {len(confident)}{more}")
         for face in rep.faces:
-            print(f"    {face.w}x{face.h} at {face.x},{face.y}  confidence {face.confidence:.2f}")
+            mark = "" if face in confident else "  unsure"
+            box = f"{face.w}x{face.h} at {face.x},{face.y}"
+            print(f"    {box}  confidence {face.confidence:.2f}{mark}")
     for line in explanation_lines(r):
         print(f"  {line}")
 
