@@ -121,6 +121,8 @@ class Pipeline:
             limits=limits,
         )
         if not extraction.payloads:
+            if extraction.documents:
+                return self._note_documents(req, decision_id, started, extraction)
             return Outcome()
         context = RequestContext(
             service=req.service, vendor=req.vendor, host=req.host, client=req.client, user=req.user
@@ -131,6 +133,19 @@ class Pipeline:
         if worst.decision.refuses():
             return self._refuse_by_rule(req, policy, decision_id, started, images, worst)
         return self._forward(req, policy, decision_id, started, extraction, images, worst)
+
+    def _note_documents(
+        self, req: UploadRequest, decision_id: str, started: float, extraction: Extraction
+    ) -> Outcome:
+        """A PDF (no image) to an AI service: not inspected, but on record as having left."""
+        record = self._base_record(req, decision_id, started, "allowed")
+        record.update(
+            rule="documents are not inspected",
+            actions=["allow"],
+            documents=_documents(extraction),
+        )
+        record = self.audit.write(record)
+        return Outcome("allowed", None, None, None, record, decision_id)
 
     def _inspect(self, payload: Payload, policy: Policy, context: RequestContext) -> _Image:
         want_faces = needs_faces(policy, context)
@@ -178,6 +193,8 @@ class Pipeline:
         spliced = splice.rebuild(extraction.splice(), req.headers) if extraction.changed else None
         notice = _notice(images) if warned else None
         record = self._record(req, decision_id, started, verdict, images, worst)
+        if extraction.documents:
+            record["documents"] = _documents(extraction)
         if notice:
             record["message"] = notice
         acknowledgement = next(
@@ -376,6 +393,10 @@ class Pipeline:
         record["actions"] = list(worst.decision.actions)
         record["images"] = [_image_record(i) for i in images]
         return record
+
+
+def _documents(extraction: Extraction) -> list[dict]:
+    return [{"format": d.format, "where": d.locator, "bytes": d.size} for d in extraction.documents]
 
 
 def _image_record(image: _Image) -> dict:

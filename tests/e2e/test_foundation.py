@@ -304,3 +304,19 @@ def test_invalid_policy_refuses_to_start(tmp_path):
     )
     assert result.returncode == 1
     assert "explode" in result.stderr
+
+
+def test_a_pdf_is_noted_in_the_audit_and_passes_unchanged(proxy, upstream):
+    pdf = b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n" + bytes(range(256))
+    with proxy.client() as client:
+        response = client.post(
+            "https://api.anthropic.com/v1/files",
+            files={"file": ("report.pdf", pdf, "application/pdf")},
+        )
+    assert response.status_code == 200
+    boundary = upstream.last().headers["content-type"].split("boundary=")[1].encode()
+    assert multipart_part(upstream.last().body, boundary, b"file") == pdf
+    record = proxy.last_record()
+    assert record["verdict"] == "allowed" and record["images"] == []
+    (document,) = record["documents"]
+    assert document["format"] == "pdf" and document["bytes"] == len(pdf)
