@@ -30,6 +30,41 @@ from .fake_service import EXTRA_AI_HOSTS, NON_AI_HOSTS, FakeService, make_pki
 ROOT = Path(__file__).resolve().parents[2]
 VEIL = Path(sys.executable).with_name("veil")
 SCRIPTS = Path(__file__).resolve().parent / "mitm_scripts"
+# The audit record every decision leaves (DESIGN.md, "Audit record"), as users rely on it.
+RECORD_FIELDS = frozenset(
+    [
+        "ts",
+        "decision_id",
+        "seq",
+        "client",
+        "user",
+        "service",
+        "host",
+        "method",
+        "path",
+        "rule",
+        "actions",
+        "verdict",
+        "images",
+        "duration_ms",
+        "prev_hash",
+        "hash",
+    ]
+)
+IMAGE_FIELDS = frozenset(
+    [
+        "format",
+        "width",
+        "height",
+        "bytes_in",
+        "bytes_out",
+        "sha256_in",
+        "sha256_out",
+        "phash",
+        "findings",
+        "faces",
+    ]
+)
 READY = re.compile(r"Veil is running\. Proxy: http://([\d.]+):(\d+)")
 
 

@@ -18,41 +18,11 @@ from PIL import Image, ImageOps
 
 from tests.conftest import corpus_file
 
-from .conftest import VEIL, wait_for
+from .conftest import IMAGE_FIELDS, RECORD_FIELDS, VEIL, wait_for
 
 pytestmark = pytest.mark.e2e
 
 PHOTO = "es_nikon_p6000_gps_DSCN0010.jpg"
-RECORD_FIELDS = {
-    "ts",
-    "decision_id",
-    "seq",
-    "client",
-    "user",
-    "service",
-    "host",
-    "method",
-    "path",
-    "rule",
-    "actions",
-    "verdict",
-    "images",
-    "duration_ms",
-    "prev_hash",
-    "hash",
-}
-IMAGE_FIELDS = {
-    "format",
-    "width",
-    "height",
-    "bytes_in",
-    "bytes_out",
-    "sha256_in",
-    "sha256_out",
-    "phash",
-    "findings",
-    "faces",
-}
 POLICY = """
 version: 1
 settings:

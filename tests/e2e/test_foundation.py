@@ -16,39 +16,11 @@ from veil.formats import open_image
 
 from tests.conftest import corpus_file, require_tool
 
-from .conftest import SCRIPTS
+from .conftest import IMAGE_FIELDS, RECORD_FIELDS, SCRIPTS
 
 pytestmark = pytest.mark.e2e
 
 GPS_JPEG = "es_nikon_p6000_gps_DSCN0010.jpg"
-RECORD_FIELDS = {
-    "ts",
-    "decision_id",
-    "client",
-    "user",
-    "service",
-    "host",
-    "method",
-    "path",
-    "rule",
-    "actions",
-    "verdict",
-    "images",
-    "duration_ms",
-    "prev_hash",
-    "hash",
-}
-IMAGE_FIELDS = {
-    "format",
-    "width",
-    "height",
-    "bytes_in",
-    "bytes_out",
-    "sha256_in",
-    "sha256_out",
-    "findings",
-    "faces",
-}
 
 
 def has_gps(jpeg: bytes) -> bool:

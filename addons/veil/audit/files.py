@@ -116,11 +116,7 @@ def last_record(path: Path) -> dict | None:
     raw = _last_complete_line(path)
     if raw is None:
         return None
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
+    return _parsed(raw)
 
 
 def first_record(path: Path) -> dict | None:
@@ -131,6 +127,10 @@ def first_record(path: Path) -> dict | None:
         return None
     if not raw.endswith(b"\n"):
         return None
+    return _parsed(raw)
+
+
+def _parsed(raw: bytes) -> dict | None:
     try:
         record = json.loads(raw)
     except ValueError:

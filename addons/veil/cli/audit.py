@@ -122,6 +122,11 @@ def _add_verify(sub) -> None:
         "because their key was not given.",
     )
     _audit_dir(p)
+    _seal_keys(p)
+    p.set_defaults(handler=handle_verify)
+
+
+def _seal_keys(p) -> None:
     p.add_argument(
         "--seal-key",
         action="append",
@@ -129,7 +134,6 @@ def _add_verify(sub) -> None:
         metavar="FILE",
         help="the key the trail is sealed with (repeat for keys used earlier)",
     )
-    p.set_defaults(handler=handle_verify)
 
 
 def _add_report(sub) -> None:
@@ -144,13 +148,7 @@ def _add_report(sub) -> None:
         action="store_true",
         help="skip the integrity check shown on the page (it reads the whole trail)",
     )
-    p.add_argument(
-        "--seal-key",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="check a sealed trail with this key (repeat for earlier keys)",
-    )
+    _seal_keys(p)
     p.set_defaults(handler=handle_report)
 
 
