@@ -97,6 +97,32 @@ def test_jpeg_progressive_scans_are_copied_and_segments_between_them_dropped():
     assert sum(s.marker == 0xDA for s in open_image(out).segments) > 1
 
 
+@pytest.mark.parametrize("restart", [0, 1, 7])
+def test_jpeg_scan_end_skips_restart_markers_and_fill_bytes(restart):
+    image = Image.radial_gradient("L").convert("RGB").resize((512, 384))
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=90, restart_marker_blocks=restart, comment=b"hidden")
+    data = buf.getvalue()
+    eoi = data.rindex(b"\xff\xd9")
+    padded = data[:eoi] + b"\xff\xff\xff" + data[eoi:]  # fill bytes before EOI are legal
+    for source in (data, padded):
+        out = open_image(source).strip(StripOptions()).data
+        assert b"hidden" not in out
+        assert Image.open(io.BytesIO(out)).tobytes() == Image.open(io.BytesIO(data)).tobytes()
+
+
+def test_jpeg_segment_after_the_scan_is_found_and_dropped():
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    eoi = data.rindex(b"\xff\xd9")
+    comment = b"secret after the scan"
+    hidden = data[:eoi] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[eoi:]
+    out = open_image(hidden).strip(StripOptions()).data
+    assert comment not in out
+    assert Image.open(io.BytesIO(out)).tobytes() == Image.open(io.BytesIO(data)).tobytes()
+
+
 def test_jpeg_jfif_thumbnail_and_trailer_go():
     buf = io.BytesIO()
     picture().save(buf, "JPEG")

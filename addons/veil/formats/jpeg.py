@@ -10,10 +10,11 @@ images, motion-photo videos, vendor trailers).
 
 from __future__ import annotations
 
-import re
 import struct
 from collections import defaultdict
 from dataclasses import dataclass
+
+import numpy as np
 
 from veil.findings import Finding
 from veil.formats import exif, icc, photoshop, xmp
@@ -42,7 +43,6 @@ JFIF_ID = b"JFIF\x00"
 # The end of entropy-coded data: a 0xFF followed by a byte that is not stuffing (0x00), a
 # restart marker (RST0..7) or a fill byte (0xFF). A pattern that starts with one literal
 # byte lets the regex engine skip ahead at memchr speed (a 4 MB scan in about a millisecond).
-_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
 @dataclass(frozen=True)
@@ -88,13 +88,40 @@ def parse_segments(
             )
         header_end = end = pos + 2 + length
         if marker == SOS:
-            m = _SCAN_END.search(data, end)
-            if m is None:
-                raise MalformedImage("JPEG scan data is truncated (no EOI)")
-            end = m.start()
+            end = scan_end(data, end)
         segments.append(Segment(marker, pos, end, header_end))
         pos = end
     raise MalformedImage("JPEG has too many segments")
+
+
+def scan_end(data: bytes, pos: int) -> int:
+    """Where a scan's entropy-coded data ends: the first 0xFF that is not a stuffed 0xFF00, a
+    restart marker or a fill byte.
+
+    Vectorised, because a 12 MP photo holds tens of thousands of stuffed 0xFF00 pairs that a
+    byte-at-a-time search visits one by one: the pairs "0xFF, then not 0x00" are flagged in one
+    pass and numpy's argmax finds the first at memchr speed. Only when restart markers (or
+    fill bytes) come first are all flagged pairs examined, again in one pass."""
+    view = np.frombuffer(data, dtype=np.uint8)
+    flags = view[pos:-1] == 0xFF
+    np.logical_and(flags, view[pos + 1 :], out=flags)  # ... followed by a non-zero byte
+    first = int(np.argmax(flags)) if flags.size else 0
+    if not flags.size or not flags[first]:
+        raise MalformedImage("JPEG scan data is truncated (no EOI)")
+    if _ends_scan(data[pos + first + 1]):
+        return pos + first
+    hits = np.flatnonzero(flags[first:]) + (pos + first)
+    following = view[hits + 1]
+    ends = (following != 0xFF) & ((following < 0xD0) | (following > 0xD7))
+    last = int(np.argmax(ends))
+    if not ends[last]:
+        raise MalformedImage("JPEG scan data is truncated (no EOI)")
+    return int(hits[last])
+
+
+def _ends_scan(following: int) -> bool:
+    """After 0xFF inside scan data: 0xFF is a fill byte and RST0-7 restart markers go on."""
+    return following != 0xFF and not 0xD0 <= following <= 0xD7
 
 
 def _next_marker(data: bytes, pos: int, junk: list[tuple[int, int]] | None) -> int:
