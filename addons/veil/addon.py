@@ -120,8 +120,10 @@ class Veil:
         from veil import faces
 
         def report(future) -> None:
+            # A warning, not an error: mitmproxy exits when an error is logged during start-up,
+            # and this runs in the pool, racing it; the proxy must stay up to refuse uploads.
             if future.exception() is not None:
-                logger.error(
+                logger.warning(
                     "face detection is unavailable, uploads under face rules will be refused: %s",
                     future.exception(),
                 )
