@@ -479,3 +479,17 @@ def _iou(a, b) -> float:
     ih = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     inter = iw * ih
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def test_overlapping_face_boxes_are_obliterated_as_one_and_others_stay_apart() -> None:
+    one_face_twice = [(100, 100, 200, 200), (110, 120, 190, 230)]  # the second mostly inside
+    chained = [(300, 300, 360, 360), (340, 300, 400, 360)]  # a third of the smaller shared
+    apart = [(500, 500, 520, 520), (525, 500, 545, 520)]
+    merged = obliteration.merged_boxes(one_face_twice + chained + apart)
+    assert sorted(merged) == sorted(
+        [(100, 100, 200, 230), (300, 300, 400, 360), (500, 500, 520, 520), (525, 500, 545, 520)]
+    )
+    # A chain (each box overlapping the next, the ends not each other) ends as one box.
+    chain = [(0, 0, 10, 10), (6, 0, 16, 10), (12, 0, 22, 10)]
+    assert obliteration.merged_boxes(chain) == [(0, 0, 22, 10)]
+    assert obliteration.merged_boxes([]) == []

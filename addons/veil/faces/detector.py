@@ -68,7 +68,7 @@ def _scales(rgb: np.ndarray) -> list[tuple[np.ndarray, tuple[float, float], int]
     if max(width, height) >= 2 * COARSE_SIDE:
         ratio = COARSE_SIDE / max(width, height)
         size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
-        coarse = Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR)
+        coarse = _resized(Image.fromarray(rgb), size)
         scales.append((np.asarray(coarse), (width / size[0], height / size[1]), COARSE_MIN_FACE))
     return scales
 

@@ -52,7 +52,9 @@ def obliterate(data: bytes, report: ImageReport, settings: Settings) -> bytes:
     pillow_format = PILLOW_FORMATS.get(report.format)
     if pillow_format is None:
         raise UnsupportedImage(f"faces cannot be blurred in {report.format} images yet")
-    image = pixels.open_still(data, report.format)
+    image = _decoded_ahead(report)
+    if image is None:
+        image = pixels.open_still(data, report.format)
     options = encode_options(image, report.format, data)
     image = pixels.upright(
         pixels.load(image, report.format),
@@ -66,6 +68,11 @@ def obliterate(data: bytes, report: ImageReport, settings: Settings) -> bytes:
     out = io.BytesIO()
     image.save(out, pillow_format, **options)
     return out.getvalue()
+
+
+def _decoded_ahead(report: ImageReport) -> Image.Image | None:
+    ahead, report.pixels_ahead = report.pixels_ahead, None
+    return ahead.take() if ahead is not None else None
 
 
 def enlarged_box(face: Face, scale: float, size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -84,31 +91,28 @@ def enlarged_box(face: Face, scale: float, size: tuple[int, int]) -> tuple[int, 
 def merged_boxes(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
     """Boxes that largely overlap (one face found twice, at two sizes) become their union, so
     that the face is obliterated once, as a whole, instead of in overlapping patches whose
-    seams can follow its features."""
-    merged = list(boxes)
-    changed = True
-    while changed:
-        changed = False
-        for i in range(len(merged)):
-            for j in range(i + 1, len(merged)):
-                if _overlap_share(merged[i], merged[j]) >= MERGE_OVERLAP:
-                    a, b = merged[i], merged.pop(j)
-                    merged[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-                    changed = True
-                    break
-            if changed:
-                break
-    return merged
+    seams can follow its features. Repeated until no two boxes overlap that much."""
+    merged = np.array(boxes, dtype=np.int64).reshape(-1, 4)
+    while len(merged) > 1:
+        pairs = np.argwhere(np.triu(_overlap_shares(merged) >= MERGE_OVERLAP, k=1))
+        if not len(pairs):
+            break
+        i, j = pairs[0]
+        merged[i, :2] = np.minimum(merged[i, :2], merged[j, :2])
+        merged[i, 2:] = np.maximum(merged[i, 2:], merged[j, 2:])
+        merged = np.delete(merged, j, axis=0)
+    return [(int(x1), int(y1), int(x2), int(y2)) for x1, y1, x2, y2 in merged]
 
 
-def _overlap_share(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    """The intersection's share of the smaller box."""
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    if width <= 0 or height <= 0:
-        return 0.0
-    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return width * height / max(smaller, 1)
+def _overlap_shares(boxes: np.ndarray) -> np.ndarray:
+    """For every pair of boxes, their intersection's share of the smaller one."""
+    x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
+    width = np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :])
+    height = np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :])
+    inter = np.clip(width, 0, None) * np.clip(height, 0, None)
+    areas = (x2 - x1) * (y2 - y1)
+    smaller = np.maximum(np.minimum(areas[:, None], areas[None, :]), 1)
+    return inter / smaller
 
 
 def obliterate_box(
