@@ -107,11 +107,21 @@ IMAGE_KEYS = ("formats", "has", "faces")  # conditions on the image; the rest ar
 def needs_faces(policy: Policy, ctx: RequestContext) -> bool:
     """Whether deciding on (and transforming) an image of this request may need its faces.
 
-    Only the rules that can apply to this request count: those whose request conditions
-    (service, host, user, group, client) hold, up to the first that matches whatever the
-    image. Face detection is the costliest part of inspection, so a policy that blurs only
-    for one service does not pay for it on every other.
+    Only the rules that can apply to this request count (`applicable_rules`). Face detection
+    is the costliest part of inspection, so a policy that blurs only for one service does
+    not pay for it on every other.
     """
+    return any(_uses_faces(rule) for rule in applicable_rules(policy, ctx))
+
+
+def may_blur(policy: Policy, ctx: RequestContext) -> bool:
+    """Whether an image of this request may end up blurred (worth decoding its pixels early)."""
+    return any("blur" in rule.actions for rule in applicable_rules(policy, ctx))
+
+
+def applicable_rules(policy: Policy, ctx: RequestContext) -> Iterator[Rule]:
+    """The rules that can apply to some image of this request: those whose request conditions
+    (service, host, user, group, client) hold, up to the first that takes every image."""
     for rule in policy.rules:
         c = rule.conditions
         given = c.given()
@@ -119,11 +129,9 @@ def needs_faces(policy: Policy, ctx: RequestContext) -> bool:
             _CONDITIONS[k].held(c, policy, ctx, _NO_IMAGE) for k in given if k not in IMAGE_KEYS
         ):
             continue
-        if _uses_faces(rule):
-            return True
+        yield rule
         if not any(k in IMAGE_KEYS for k in given):
-            return False  # this rule takes every image of the request
-    return False
+            return
 
 
 def _uses_faces(rule: Rule) -> bool:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from veil.faces.prefetch import Prefetched
 
 # The finding kinds a policy may name in `has: [...]`.
 FINDING_KINDS: frozenset[str] = frozenset(
@@ -53,7 +57,8 @@ class Face:
 
 @dataclass
 class ImageReport:
-    """Everything inspection learned about one image. Never holds pixels."""
+    """Everything inspection learned about one image. Never holds pixels itself: at most, while
+    a blur may follow, a handle on their decoding in the background (`pixels_ahead`)."""
 
     format: str
     width: int
@@ -68,6 +73,7 @@ class ImageReport:
     # Set by stripping: what went (in words), and whether the pixels had to be re-encoded.
     removed: tuple[str, ...] | None = None
     reencoded: bool = False
+    pixels_ahead: Prefetched | None = field(default=None, repr=False, compare=False)
 
     @property
     def confident_faces(self) -> list[Face]:

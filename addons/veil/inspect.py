@@ -12,8 +12,13 @@ class DecompressionBomb(MalformedImage):
     """The header claims more pixels than Veil will ever decode."""
 
 
-def inspect(data: bytes, fmt: str, settings: Settings, *, want_faces: bool) -> ImageReport:
-    """Raises ImageError (or a subclass) when the image cannot be inspected safely."""
+def inspect(
+    data: bytes, fmt: str, settings: Settings, *, want_faces: bool, may_blur: bool = False
+) -> ImageReport:
+    """Raises ImageError (or a subclass) when the image cannot be inspected safely.
+
+    `may_blur`: the image may be blurred afterwards, so its full pixels start decoding in the
+    background while faces are looked for (see `faces.prefetch`)."""
     image = formats.open_image(data, fmt)
     width, height = image.dimensions()
     if width <= 0 or height <= 0:
@@ -33,7 +38,10 @@ def inspect(data: bytes, fmt: str, settings: Settings, *, want_faces: bool) -> I
     )
     if want_faces:
         from veil import faces
+        from veil.faces import prefetch
 
+        if may_blur:
+            report.pixels_ahead = prefetch.start(data, fmt, width, height)
         report.faces = faces.detect(data, report, settings)
     return report
 

@@ -20,7 +20,7 @@ from veil import coach, splice
 from veil.answer import Answer, acknowledged, coaching, refusal
 from veil.audit import AuditError, AuditLog, new_decision_id
 from veil.audit.phash import perceptual_hash
-from veil.decide import ImageDecision, RequestContext, decide, needs_faces
+from veil.decide import ImageDecision, RequestContext, decide, may_blur, needs_faces
 from veil.extract import Extraction, ExtractionLimitExceeded, Limits, Payload, extract
 from veil.extract.encoding import EncodingError
 from veil.faces import FaceDetectionUnavailable
@@ -149,8 +149,18 @@ class Pipeline:
 
     def _inspect(self, payload: Payload, policy: Policy, context: RequestContext) -> _Image:
         want_faces = needs_faces(policy, context)
-        report = inspect(payload.data, payload.format, policy.settings, want_faces=want_faces)
-        return _Image(payload, report, decide(policy, context, report))
+        report = inspect(
+            payload.data,
+            payload.format,
+            policy.settings,
+            want_faces=want_faces,
+            may_blur=want_faces and may_blur(policy, context),
+        )
+        decision = decide(policy, context, report)
+        if report.pixels_ahead is not None and not ("blur" in decision.actions and report.faces):
+            report.pixels_ahead.close()  # not needed: free the decoded pixels now
+            report.pixels_ahead = None
+        return _Image(payload, report, decision)
 
     def _apply_acknowledgement(self, req: UploadRequest, images: list[_Image]) -> None:
         """Who acknowledged a coach notice passes that service's coach rules for a while."""

@@ -36,14 +36,14 @@ def pixel_orientation(fmt: str, orientation: int) -> int:
     return 1 if fmt in UPRIGHT_WHEN_DECODED else orientation
 
 
-def open_still(data: bytes, fmt: str) -> Image.Image:
+def open_still(data: bytes | io.BytesIO, fmt: str) -> Image.Image:
     """Open (not yet decode) the image; refuses animations, whose later frames go unchecked."""
     if fmt == "heif":
         _register_heif()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(data if isinstance(data, io.BytesIO) else io.BytesIO(data))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise UnsupportedImage(f"{fmt} pixels cannot be decoded for face detection: {exc}") from exc
     if getattr(image, "n_frames", 1) > 1 and fmt not in PRIMARY_IMAGE_ONLY:
