@@ -7,6 +7,7 @@ import gc
 import io
 import os
 import threading
+import time
 from concurrent.futures import Future, wait
 
 import numpy as np
@@ -83,6 +84,32 @@ def test_one_image_at_a_time_and_the_slot_comes_back_when_taken_closed_or_droppe
     assert prefetcher.start(data, "jpeg", 1600, 1200) is not None
 
 
+def test_pixels_no_longer_wanted_stop_being_decoded() -> None:
+    prefetcher = prefetch.Prefetcher()
+    pending = prefetcher.start(jpeg((6000, 4000)), "jpeg", 6000, 4000)
+    assert pending is not None
+    future = pending._future
+    while not (future.running() or future.done()):
+        time.sleep(0.001)  # until the decode is under way (too late to cancel it then)
+    pending.close()
+    wait([future], timeout=30)
+    assert future.cancelled() or isinstance(future.exception(), prefetch.Abandoned)
+
+
+def test_a_paused_decode_holds_until_its_pixels_are_asked_for() -> None:
+    data, prefetcher = jpeg((6000, 4000)), prefetch.Prefetcher()
+    pending = prefetcher.start(data, "jpeg", 6000, 4000)
+    assert pending is not None
+    pending.pause()
+    time.sleep(0.2)  # a read under way when paused may still finish
+    held_at = pending._source.tell()
+    time.sleep(0.2)
+    assert pending._source.tell() == held_at < len(data)
+    assert not pending._future.done()
+    image = pending.take()
+    assert image is not None and image.size == (6000, 4000)
+
+
 def test_only_jpegs_within_the_pixel_budget_are_decoded_ahead() -> None:
     prefetcher = prefetch.Prefetcher()
     out = io.BytesIO()
@@ -102,7 +129,7 @@ def test_a_corrupt_jpeg_gives_no_pixels_and_the_caller_decodes_and_reports_it() 
 def test_a_decode_that_stops_moving_is_abandoned_instead_of_waited_for() -> None:
     starved: Future = Future()  # never runs: as a decode starved by other work
     slot = threading.Semaphore(0)
-    pending = prefetch.Prefetched(starved, io.BytesIO(b"x" * 100), slot)
+    pending = prefetch.Prefetched(starved, prefetch._Source(b"x" * 100), slot)
     assert pending.take() is None
     assert starved.cancelled()
     assert slot.acquire(blocking=False)  # the slot was given back

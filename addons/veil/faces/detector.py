@@ -49,6 +49,8 @@ class Canvas:
 def detect(data: bytes, report: ImageReport, settings: Settings) -> list[Face]:
     model = centerface.load(settings.face_precision)
     canvas = detection_canvas(data, report, settings.face_canvas)
+    if report.pixels_ahead is not None:
+        report.pixels_ahead.pause()
     turns = (0,)
     if settings.face_rotations and not canvas.orientation_known:
         turns = (0, *EXTRA_TURNS)
