@@ -217,6 +217,22 @@ class Veil:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
+        try:
+            self._route(flow)
+        except Exception:  # mitmproxy would log it and send the request on: fail closed
+            logger.exception(
+                "Veil could not route a request to %s; refusing it", flow.request.pretty_host
+            )
+            flow.metadata[DECIDED_KEY] = None
+            flow.response = http.Response.make(
+                502,
+                b'{"error":{"type":"veil_internal_error","message":"Veil could not check '
+                b'where this request goes, so it was stopped."}}',
+                {"Content-Type": "application/json"},
+            )
+
+    def _route(self, flow: http.HTTPFlow) -> None:
+        """Mark an upload to an AI service for inspection; let everything else stream past."""
         request = flow.request
         if coach.is_control_path(request.path):
             service = self.catalogue.service_for_host(request.pretty_host)

@@ -128,6 +128,19 @@ def test_forced_inspection_error_is_refused_and_recorded(start_proxy, upstream):
     assert upstream.received == []
 
 
+def test_a_request_that_cannot_be_routed_is_stopped_not_sent_on(start_proxy, upstream):
+    proxy = start_proxy(mitm_args=["-s", str(SCRIPTS / "routing_raises.py")])
+    photo = corpus_file(GPS_JPEG).read_bytes()
+    with proxy.client() as client:
+        response = client.post(
+            "https://chatgpt.com/backend-api/files", files={"file": ("p.jpg", photo)}
+        )
+    assert response.status_code == 502
+    assert "could not check where this request goes" in response.json()["error"]["message"]
+    assert upstream.received == []
+    assert "Veil could not route a request to chatgpt.com" in proxy.log()
+
+
 def test_oversize_upload_is_refused_with_413_and_recorded(start_proxy, upstream):
     proxy = start_proxy(args=["--max-upload", "100KB"])
     with proxy.client() as client:
