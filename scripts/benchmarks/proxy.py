@@ -35,7 +35,22 @@ from tests.e2e.fake_service import EXTRA_AI_HOSTS, NON_AI_HOSTS, FakeService, ma
 CORPUS = ROOT.parent / "shared" / "corpora" / "metadata"
 PHOTO = CORPUS / "es_nikon_p6000_gps_DSCN0010.jpg"
 READY = re.compile(r"Veil is running\. Proxy: (http://[\d.]+:\d+)")
-STRIP_ONLY = "version: 1\nrules:\n  - name: strip-everywhere\n    action: strip\n"
+POLICY = """version: 1
+rules:
+  - name: blur-for-claude
+    match: {services: [claude]}
+    action: blur
+  - name: strip-everywhere
+    action: strip
+"""
+FACES = (
+    ROOT.parent
+    / "shared"
+    / "corpora"
+    / "faces"
+    / "wider"
+    / "20_Family_Group_Family_Group_20_540.jpg"
+)
 
 
 def camera_photo() -> bytes:
@@ -46,9 +61,19 @@ def camera_photo() -> bytes:
     return out.getvalue()
 
 
+def group_photo() -> bytes:
+    """A group photo (29 labelled faces) at 12 MP, saved as a phone would (q92, 4:2:0)."""
+    source = Image.open(FACES).convert("RGB")
+    scale = (12e6 / (source.width * source.height)) ** 0.5
+    size = (round(source.width * scale), round(source.height * scale))
+    out = io.BytesIO()
+    source.resize(size, Image.Resampling.LANCZOS).save(out, "JPEG", quality=92)
+    return out.getvalue()
+
+
 def start_proxy(work: Path, upstream: FakeService, pki) -> tuple[subprocess.Popen, str]:
     policy = work / "policy.yaml"
-    policy.write_text(STRIP_ONLY)
+    policy.write_text(POLICY)
     command = [
         str(Path(sys.executable).with_name("veil")), "run", "--listen-port", "0",
         "--policy", str(policy), "--certs", str(work / "certs"), "--audit", str(work / "audit"),
@@ -82,7 +107,7 @@ def row(name: str, samples: list[float]) -> list:
 
 
 def main() -> None:
-    photo, small = camera_photo(), PHOTO.read_bytes()
+    photo, small, group = camera_photo(), PHOTO.read_bytes(), group_photo()
     with tempfile.TemporaryDirectory(prefix="veil-bench-") as tmp:
         work = Path(tmp)
         hosts = Catalogue.load().all_host_patterns() + EXTRA_AI_HOSTS + NON_AI_HOSTS
@@ -100,7 +125,7 @@ def main() -> None:
             print(
                 table(
                     ["request", "n", "median ms", "p90 ms"],
-                    latency(clients, upstream, photo, small),
+                    latency(clients, upstream, photo, small, group),
                 )
             )
             print()
@@ -115,7 +140,9 @@ def main() -> None:
             upstream.stop()
 
 
-def latency(clients: dict, upstream: FakeService, photo: bytes, small: bytes) -> list[list]:
+def latency(
+    clients: dict, upstream: FakeService, photo: bytes, small: bytes, group: bytes
+) -> list[list]:
     fake = f"https://127.0.0.1:{upstream.port}"
     cases = [  # (label, client, method, url, body, repeat)
         ("small GET, direct to the service", "direct", "GET", fake, None, 200),
@@ -125,6 +152,7 @@ def latency(clients: dict, upstream: FakeService, photo: bytes, small: bytes) ->
         ("4 MB 12 MP photo, direct", "direct", "POST", fake + "/upload", photo, 20),
         ("4 MB 12 MP photo, stripped", "via Veil", "POST", UPLOAD_URL, photo, 20),
         ("4 MB photo, tunnelled", "tunnelled", "POST", "https://example.org/u", photo, 20),
+        ("12 MP group photo, faces blurred", "via Veil", "POST", BLUR_URL, group, 20),
     ]  # fmt: skip
     rows = []
     for label, name, method, url, body, repeat in cases:
@@ -140,6 +168,7 @@ def latency(clients: dict, upstream: FakeService, photo: bytes, small: bytes) ->
 
 
 UPLOAD_URL = "https://chatgpt.com/backend-api/files"
+BLUR_URL = "https://claude.ai/api/org/upload"
 PER_CLIENT = 8
 
 
