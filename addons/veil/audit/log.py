@@ -330,7 +330,7 @@ class AuditLog:
                 path.unlink()
             self._stores.delete_through(through.get("seq") or 0)
         except (OSError, sqlite3.Error) as exc:
-            logger.error("audit retention could not remove old files: %s", exc)
+            logger.warning("audit retention could not remove old files: %s", exc)
             return
         self._prune_quarantine(cutoff)
 
@@ -342,7 +342,7 @@ class AuditLog:
                 if datetime.fromtimestamp(path.stat().st_mtime, UTC) < cutoff:
                     path.unlink()
             except OSError as exc:
-                logger.error("audit retention could not remove %s: %s", path, exc)
+                logger.warning("audit retention could not remove %s: %s", path, exc)
 
 
 def _older(ts, cutoff: datetime) -> bool:
