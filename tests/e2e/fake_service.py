@@ -40,6 +40,16 @@ class Received:
     body: bytes
     tls_version: str | None = None
 
+    def part(self, name: str = "file") -> bytes:
+        """The content of the multipart part `name` as it arrived (a plain split, independent
+        of Veil's own parser)."""
+        boundary = self.headers["content-type"].split("boundary=")[1].encode()
+        for part in self.body.split(b"--" + boundary):
+            head, _, content = part.partition(b"\r\n\r\n")
+            if f'name="{name}"'.encode() in head:
+                return content[:-2] if content.endswith(b"\r\n") else content
+        raise AssertionError(f"no multipart part {name!r} arrived")
+
 
 @dataclass
 class TestPKI:

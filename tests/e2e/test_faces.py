@@ -37,15 +37,6 @@ rules:
 UPLOAD_URL = "https://chatgpt.com/backend-api/files"
 
 
-def multipart_file(body: bytes, content_type: str) -> bytes:
-    boundary = content_type.split("boundary=")[1].encode()
-    for part in body.split(b"--" + boundary):
-        head, _, content = part.partition(b"\r\n\r\n")
-        if b'name="file"' in head:
-            return content[:-2] if content.endswith(b"\r\n") else content
-    raise AssertionError("no file part arrived")
-
-
 def upload(client: httpx.Client, photo: bytes, name: str = "photo.jpg") -> httpx.Response:
     return client.post(UPLOAD_URL, files={"file": (name, photo, "image/jpeg")})
 
@@ -62,7 +53,7 @@ def test_blur_rule_obliterates_every_face_and_nothing_else(start_proxy, upstream
     assert response.status_code == 200, response.text
 
     arrived = upstream.last()
-    sent = multipart_file(arrived.body, arrived.headers["content-type"])
+    sent = arrived.part("file")
     result = Image.open(io.BytesIO(sent))
     assert result.format == "JPEG"
     assert b"Exif" not in sent and not result.getexif()  # no thumbnail, no EXIF at all

@@ -27,14 +27,6 @@ def has_gps(jpeg: bytes) -> bool:
     return bool(Image.open(io.BytesIO(jpeg)).getexif().get_ifd(0x8825))
 
 
-def multipart_part(body: bytes, boundary: bytes, name: bytes) -> bytes:
-    for part in body.split(b"--" + boundary):
-        head, _, content = part.partition(b"\r\n\r\n")
-        if b'name="' + name + b'"' in head:
-            return content[:-2] if content.endswith(b"\r\n") else content
-    raise AssertionError(f"no part {name!r}")
-
-
 def test_curl_multipart_upload_arrives_without_gps_and_is_audited(proxy, upstream):
     curl = require_tool("curl")
     photo = corpus_file(GPS_JPEG)
@@ -60,12 +52,11 @@ def test_curl_multipart_upload_arrives_without_gps_and_is_audited(proxy, upstrea
     arrived = upstream.last()
     assert arrived.host == "chatgpt.com"
     assert arrived.path == "/backend-api/files"
-    boundary = arrived.headers["content-type"].split("boundary=")[1].encode()
-    image = multipart_part(arrived.body, boundary, b"file")
+    image = arrived.part("file")
     assert image.startswith(b"\xff\xd8")
     assert not has_gps(image)
     assert b"NIKON" not in image  # the camera's make and model went with the EXIF block
-    assert multipart_part(arrived.body, boundary, b"use_case") == b"multimodal"
+    assert arrived.part("use_case") == b"multimodal"
     assert int(arrived.headers["content-length"]) == len(arrived.body)
 
     record = proxy.last_record()
@@ -254,8 +245,7 @@ def test_http2_upload_is_cleaned(start_proxy, upstream):
     assert result.returncode == 0, result.stderr
     assert "< HTTP/2 200" in result.stderr
     arrived = upstream.last()
-    boundary = arrived.headers["content-type"].split("boundary=")[1].encode()
-    assert not has_gps(multipart_part(arrived.body, boundary, b"file"))
+    assert not has_gps(arrived.part("file"))
     assert proxy.last_record()["verdict"] in ("transformed", "warned")
 
 
@@ -299,8 +289,7 @@ def test_a_pdf_is_noted_in_the_audit_and_passes_unchanged(proxy, upstream):
             files={"file": ("report.pdf", pdf, "application/pdf")},
         )
     assert response.status_code == 200
-    boundary = upstream.last().headers["content-type"].split("boundary=")[1].encode()
-    assert multipart_part(upstream.last().body, boundary, b"file") == pdf
+    assert upstream.last().part("file") == pdf
     record = proxy.last_record()
     assert record["verdict"] == "allowed" and record["images"] == []
     (document,) = record["documents"]

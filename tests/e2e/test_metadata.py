@@ -15,8 +15,6 @@ from veil.formats import open_image
 
 from tests.conftest import corpus_file
 
-from .test_foundation import multipart_part
-
 pytestmark = pytest.mark.e2e
 pillow_heif.register_heif_opener()
 
@@ -56,8 +54,7 @@ def test_multipart_uploads_of_every_format_arrive_clean_and_are_audited(proxy, u
             )
             assert response.status_code == 200, response.text
             arrived = upstream.last()
-            boundary = arrived.headers["content-type"].split("boundary=")[1].encode()
-            image = multipart_part(arrived.body, boundary, b"file")
+            image = arrived.part("file")
             assert_clean_copy(original, image, secrets)
             assert len(image) < len(original)
 

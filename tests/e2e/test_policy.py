@@ -72,15 +72,6 @@ def has_gps(jpeg: bytes) -> bool:
     return bool(Image.open(io.BytesIO(jpeg)).getexif().get_ifd(0x8825))
 
 
-def multipart_image(body: bytes, content_type: str) -> bytes:
-    boundary = content_type.split("boundary=")[1].encode()
-    for part in body.split(b"--" + boundary):
-        head, _, content = part.partition(b"\r\n\r\n")
-        if b"filename=" in head:
-            return content[:-2] if content.endswith(b"\r\n") else content
-    raise AssertionError("no file part")
-
-
 def htpasswd(path) -> str:
     lines = []
     for user, password in PASSWORDS.items():
@@ -152,7 +143,7 @@ def test_another_service_under_strip_passes_stripped(authed_proxy, upstream, pho
         response = client.post(CHATGPT_UPLOAD, files={"file": ("photo.jpg", photo, "image/jpeg")})
     assert response.status_code == 200
     arrived = upstream.last()
-    image = multipart_image(arrived.body, arrived.headers["content-type"])
+    image = arrived.part("file")
     assert image.startswith(b"\xff\xd8") and not has_gps(image)
     assert "veil-notice" not in response.headers
     record = authed_proxy.last_record()
