@@ -41,8 +41,12 @@ def write_lines(directory: Path, records: list[dict]) -> None:
     (directory / "audit.jsonl").write_text(text)
 
 
-def database(directory: Path) -> sqlite3.Connection:
-    return sqlite3.connect(directory / "audit.sqlite3")
+def tamper_database(directory: Path, *statements: str) -> None:
+    db = sqlite3.connect(directory / "audit.sqlite3")
+    for statement in statements:
+        db.execute(statement)
+    db.commit()
+    db.close()
 
 
 def test_an_intact_trail_passes(trail, capsys):
@@ -67,10 +71,10 @@ def test_a_field_altered_in_the_file_is_named(trail, capsys):
 
 def test_a_record_altered_in_the_database_is_named(trail, capsys):
     decision_id = lines(trail)[3]["decision_id"]
-    db = database(trail)
-    db.execute("UPDATE records SET record = json_set(record, '$.user', 'mallory') WHERE seq = 4")
-    db.commit()
-    db.close()
+    tamper_database(
+        trail,
+        "UPDATE records SET record = json_set(record, '$.user', 'mallory') WHERE seq = 4",
+    )
     code, out = run_verify(trail, capsys)
     assert code == 1
     assert f"record #4 (decision {decision_id}" in out
@@ -80,10 +84,10 @@ def test_a_record_altered_in_the_database_is_named(trail, capsys):
 
 def test_a_column_altered_in_the_database_is_named(trail, capsys):
     decision_id = lines(trail)[1]["decision_id"]
-    db = database(trail)
-    db.execute("UPDATE records SET verdict = 'allowed' WHERE seq = 2")  # what queries read
-    db.commit()
-    db.close()
+    tamper_database(
+        trail,
+        "UPDATE records SET verdict = 'allowed' WHERE seq = 2",  # what queries read
+    )
     code, out = run_verify(trail, capsys)
     assert code == 1
     assert f"decision {decision_id}" in out
@@ -91,10 +95,10 @@ def test_a_column_altered_in_the_database_is_named(trail, capsys):
 
 
 def test_an_image_row_altered_in_the_database_is_named(trail, capsys):
-    db = database(trail)
-    db.execute("UPDATE images SET sha256_in = 'ff' WHERE seq = 5")  # what `find` reads
-    db.commit()
-    db.close()
+    tamper_database(
+        trail,
+        "UPDATE images SET sha256_in = 'ff' WHERE seq = 5",  # what `find` reads
+    )
     code, out = run_verify(trail, capsys)
     assert code == 1
     assert "record #5" in out and "images table" in out
@@ -113,11 +117,11 @@ def test_a_removed_line_is_named(trail, capsys):
 
 def test_a_removed_database_row_is_named(trail, capsys):
     decision_id = lines(trail)[2]["decision_id"]
-    db = database(trail)
-    db.execute("DELETE FROM images WHERE seq = 3")
-    db.execute("DELETE FROM records WHERE seq = 3")
-    db.commit()
-    db.close()
+    tamper_database(
+        trail,
+        "DELETE FROM images WHERE seq = 3",
+        "DELETE FROM records WHERE seq = 3",
+    )
     code, out = run_verify(trail, capsys)
     assert code == 1
     assert f"record #3 (decision {decision_id}" in out
