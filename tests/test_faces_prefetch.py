@@ -16,10 +16,11 @@ from PIL import Image
 from veil.audit import AuditLog
 from veil.faces import obliteration, prefetch
 from veil.inspect import inspect
-from veil.pipeline import Pipeline, UploadRequest
+from veil.pipeline import Pipeline
 from veil.policy import Settings, parse_policy
 from veil.transform import transform
 
+from tests.test_coach import upload
 from tests.test_faces import GROUP, faces_photo
 
 SETTINGS = Settings()
@@ -171,17 +172,7 @@ def test_uploads_through_the_pipeline_leave_the_slot_free(tmp_path) -> None:
     audit = AuditLog(tmp_path)
     audit.open()
     pipeline = Pipeline(policy=lambda: policy, audit=audit)
-    request = UploadRequest(
-        method="PUT",
-        host="claude.ai",
-        path="/upload",
-        headers={"content-type": "image/jpeg"},
-        body=data,
-        client="127.0.0.1",
-        service="claude",
-        vendor="anthropic",
-    )
-    outcome = pipeline.process(request)
+    outcome = pipeline.process(upload("127.0.0.1", data))
     assert outcome.verdict == "warned"  # faces found: warned, so the pixels were not needed
     assert outcome.record["rule"] == "faces"
     assert prefetch.start(data, "jpeg", 1, 1) is not None  # the one slot is free again
