@@ -8,10 +8,9 @@ numbers are the proxy's, not a delayed-ACK stall (DESIGN.md).
 
 from __future__ import annotations
 
-import io
+import functools
 import re
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,13 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import table  # noqa: E402
+from _common import table, time_it  # noqa: E402
+from faces import PHOTO_WITH_FACES, twelve_mp  # noqa: E402
+from metadata import camera_jpeg  # noqa: E402
 from veil.catalogue import Catalogue  # noqa: E402
 
 from tests.e2e.fake_service import EXTRA_AI_HOSTS, NON_AI_HOSTS, FakeService, make_pki  # noqa: E402
@@ -53,24 +53,6 @@ FACES = (
 )
 
 
-def camera_photo() -> bytes:
-    """A 12 MP JPEG of about 4 MB with a real camera's EXIF (GPS, maker note, thumbnail)."""
-    source = Image.open(PHOTO)
-    out = io.BytesIO()
-    source.resize((4000, 3000)).save(out, "JPEG", quality=92, exif=source.info["exif"])
-    return out.getvalue()
-
-
-def group_photo() -> bytes:
-    """A group photo (29 labelled faces) at 12 MP, saved as a phone would (q92, 4:2:0)."""
-    source = Image.open(FACES).convert("RGB")
-    scale = (12e6 / (source.width * source.height)) ** 0.5
-    size = (round(source.width * scale), round(source.height * scale))
-    out = io.BytesIO()
-    source.resize(size, Image.Resampling.LANCZOS).save(out, "JPEG", quality=92)
-    return out.getvalue()
-
-
 def start_proxy(work: Path, upstream: FakeService, pki) -> tuple[subprocess.Popen, str]:
     policy = work / "policy.yaml"
     policy.write_text(POLICY)
@@ -91,25 +73,13 @@ def start_proxy(work: Path, upstream: FakeService, pki) -> tuple[subprocess.Pope
     raise SystemExit("the proxy did not start")
 
 
-def timed(fn, repeat: int) -> list[float]:
-    fn()  # warm-up (TLS handshakes, first decode)
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    return samples
-
-
-def row(name: str, samples: list[float]) -> list:
-    samples = sorted(samples)
-    return [name, len(samples), statistics.median(samples), samples[int(0.9 * (len(samples) - 1))]]
-
-
 def main() -> None:
-    photo, small, group = camera_photo(), PHOTO.read_bytes(), group_photo()
     with tempfile.TemporaryDirectory(prefix="veil-bench-") as tmp:
         work = Path(tmp)
+        # The same photos as the metadata and faces benchmarks: a 12 MP camera JPEG with GPS,
+        # maker note and thumbnail, and a 12 MP group photo.
+        photo, small = camera_jpeg(work).read_bytes(), PHOTO.read_bytes()
+        group = twelve_mp(PHOTO_WITH_FACES)
         hosts = Catalogue.load().all_host_patterns() + EXTRA_AI_HOSTS + NON_AI_HOSTS
         pki = make_pki(work / "pki", hosts)
         upstream = FakeService(pki).start()
@@ -158,12 +128,9 @@ def latency(
     for label, name, method, url, body, repeat in cases:
         client = clients[name]
         files = {"file": ("photo.jpg", body, "image/jpeg")} if body else None
-        rows.append(
-            row(
-                label,
-                timed(lambda c=client, m=method, u=url, f=files: c.request(m, u, files=f), repeat),
-            )
-        )
+        request = functools.partial(client.request, method, url, files=files)
+        timing = time_it(request, repeat=repeat, warmup=1)  # warm-up: TLS handshakes, first decode
+        rows.append([label, repeat, timing["median_ms"], timing["p90_ms"]])
     return rows
 
 
