@@ -250,7 +250,7 @@ def follow(layout: Layout, interval: float = 0.5) -> Iterator[dict]:
     """New records as they are written (like tail -F). When the active file is rotated away,
     the files written since are read too, so that no record is skipped, however fast the
     rotations; `seq` keeps each record to one appearance."""
-    last = _last_of_files(layout)
+    last = last_of(layout)
     after = last.get("seq", 0) if last else 0
     current = _open_at_end(layout.active)
     pending = b""
@@ -306,7 +306,8 @@ def _complete_records(data: bytes) -> tuple[list[dict], bytes]:
     return records, pending
 
 
-def _last_of_files(layout: Layout) -> dict | None:
+def last_of(layout: Layout) -> dict | None:
+    """The newest record of the trail, across its files."""
     for path in reversed(layout.files()):
         record = last_record(path)
         if record is not None:

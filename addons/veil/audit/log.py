@@ -27,6 +27,7 @@ from veil.audit import store
 from veil.audit.files import (
     Layout,
     Rotation,
+    last_of,
     last_record,
     parse_retention,
     parse_ts,
@@ -40,7 +41,7 @@ from veil.audit.record import (
     new_decision_id,
     seal_key_id,
 )
-from veil.audit.sink import AuditError, Stores, copy_missing, last_of, open_database, seq_of
+from veil.audit.sink import AuditError, Stores, copy_missing, open_database, seq_of
 
 __all__ = ["AuditError", "AuditLog", "read_seal_key"]
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from veil.audit import store
-from veil.audit.files import Layout, Rotation, first_record, last_record, read_lines
+from veil.audit.files import Layout, Rotation, first_record, read_lines
 
 logger = logging.getLogger("veil.audit.log")
 
@@ -148,14 +148,6 @@ def open_database(layout: Layout) -> sqlite3.Connection:
         db = store.connect_writer(layout.database)
     store.create(db)
     return db
-
-
-def last_of(layout: Layout) -> dict | None:
-    for path in reversed(layout.files()):
-        record = last_record(path)
-        if record is not None:
-            return record
-    return None
 
 
 def seq_of(record: dict, layout: Layout) -> int:
