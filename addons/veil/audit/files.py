@@ -103,14 +103,6 @@ def _parse(path: Path, number: int, raw: bytes) -> Line:
     return Line(path, number, text, record)
 
 
-def records(layout: Layout) -> Iterator[dict]:
-    """Every complete, readable record of the trail, oldest first."""
-    for path in layout.files():
-        for line in read_lines(path):
-            if line.record is not None:
-                yield line.record
-
-
 def last_record(path: Path) -> dict | None:
     """The last complete record of a file, read from its end (files can be large)."""
     raw = _last_complete_line(path)

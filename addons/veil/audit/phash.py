@@ -33,11 +33,6 @@ def perceptual_hash(data: bytes) -> str | None:
     return _hash_pixels(grey)
 
 
-def hash_file(path) -> str | None:
-    with open(path, "rb") as f:
-        return perceptual_hash(f.read())
-
-
 def distance(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
 

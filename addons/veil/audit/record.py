@@ -16,26 +16,6 @@ import uuid
 
 GENESIS = "0" * 64
 
-# Fields every upload decision carries (DESIGN.md, "Audit record"), plus `seq`, the record's
-# position in the chain (1, 2, 3 ... across files, restarts and rotation).
-FIELDS = (
-    "ts",
-    "decision_id",
-    "seq",
-    "client",
-    "user",
-    "service",
-    "host",
-    "method",
-    "path",
-    "rule",
-    "actions",
-    "verdict",
-    "images",
-    "duration_ms",
-    "prev_hash",
-    "hash",
-)
 VERDICTS = ("allowed", "transformed", "warned", "coached", "blocked", "error")
 
 # Events that are not upload decisions (policy reloads, retention, ...) carry `event`.
@@ -67,10 +47,6 @@ def link_hash(prev_hash: str, body: bytes, key: bytes | None = None) -> str:
 def seal_key_id(key: bytes) -> str:
     """A short public name for a seal key (a hash of it; the key itself cannot be derived)."""
     return hashlib.sha256(b"veil audit seal key id\0" + key).hexdigest()[:16]
-
-
-def is_event(record: dict) -> bool:
-    return bool(record.get("event"))
 
 
 def image_kinds(image: dict) -> list[str]:
