@@ -238,6 +238,11 @@ def parse_ts(ts: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def format_ts(when: datetime) -> str:
+    """A record's `ts`: UTC to the millisecond, so that time ranges compare as text in SQL."""
+    return when.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
 def follow(layout: Layout, interval: float = 0.5) -> Iterator[dict]:
     """New records as they are written (like tail -F). When the active file is rotated away,
     the files written since are read too, so that no record is skipped, however fast the

@@ -27,6 +27,7 @@ from veil.audit import store
 from veil.audit.files import (
     Layout,
     Rotation,
+    format_ts,
     last_of,
     last_record,
     parse_retention,
@@ -269,7 +270,7 @@ class AuditLog:
             when = self.clock()
         decision_id = record.pop("decision_id", None) or new_decision_id()
         return {
-            "ts": when.astimezone(UTC).isoformat(timespec="milliseconds"),
+            "ts": format_ts(when),
             "decision_id": decision_id,
             **record,
         }

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from veil.audit import store
-from veil.audit.files import Layout
+from veil.audit.files import Layout, format_ts, parse_ts
 from veil.audit.phash import SIMILAR, perceptual_hash
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -61,17 +61,12 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     if m:
         return now - timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
     try:
-        when = datetime.fromisoformat(text.strip())
+        return parse_ts(text.strip())
     except ValueError:
         raise QueryError(
             f"not a time: {text!r} (use a date like 2025-03-01, a time like "
             "2025-03-01T14:00, 'today', or an age like 2h or 7d)"
         ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def open_database(directory: Path) -> sqlite3.Connection:
@@ -85,7 +80,7 @@ def open_database(directory: Path) -> sqlite3.Connection:
 
 def query(directory: Path, filters: Filters) -> list[dict]:
     """Matching records, oldest first."""
-    where, params = _conditions(filters)
+    where, params = sql_conditions(filters)
     sql = "SELECT record FROM records"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -100,15 +95,15 @@ def query(directory: Path, filters: Filters) -> list[dict]:
     return [json.loads(row[0]) for row in reversed(rows)]
 
 
-def _conditions(f: Filters) -> tuple[list[str], list]:
+def sql_conditions(f: Filters) -> tuple[list[str], list]:
     where: list[str] = []
     params: list = []
     if f.since:
         where.append("ts >= ?")
-        params.append(_iso(f.since))
+        params.append(format_ts(f.since))
     if f.until:
         where.append("ts < ?")
-        params.append(_iso(f.until))
+        params.append(format_ts(f.until))
     for column, values in (
         ("service", f.services),
         ("user", f.users),

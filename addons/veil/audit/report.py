@@ -17,7 +17,7 @@ from pathlib import Path
 
 from veil.audit import charts
 from veil.audit.describe import images as describe_images
-from veil.audit.query import open_database
+from veil.audit.query import Filters, open_database, sql_conditions
 from veil.audit.record import VERDICTS
 
 COLOURS = {
@@ -119,13 +119,7 @@ def summarise(directory: Path, since: datetime | None, until: datetime | None) -
 
 
 def _window(since: datetime | None, until: datetime | None) -> tuple[str, list]:
-    where, params = ["event IS NULL"], []
-    if since:
-        where.append("ts >= ?")
-        params.append(since.astimezone(UTC).isoformat(timespec="milliseconds"))
-    if until:
-        where.append("ts < ?")
-        params.append(until.astimezone(UTC).isoformat(timespec="milliseconds"))
+    where, params = sql_conditions(Filters(since=since, until=until, events=False))
     return " AND ".join(where), params
 
 
