@@ -47,14 +47,25 @@ class ScanResult:
     output: bytes | None = None
     error: str | None = None
     remaining: set[str] | None = None  # summaries of the findings still in the output
+    traces: list[RuleTrace] = field(default_factory=list)
+    data: bytes = b""  # the file as read
+
+    @property
+    def removed(self) -> list[str]:
+        """Finding kinds the transform took out."""
+        if self.report is None or self.remaining is None:
+            return []
+        return sorted({f.kind for f in self.report.findings if f.summary not in self.remaining})
+
+    @property
+    def matched(self) -> RuleTrace | None:
+        """The rule that decided (None: the built-in safe default)."""
+        return next((t for t in self.traces if t.matched), None)
 
     def status(self, summary: str) -> str:
         if self.output is None or self.remaining is None:
             return ""
         return "kept" if summary in self.remaining else "removed"
-
-    traces: list[RuleTrace] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)  # finding kinds the transform took out
 
     def to_json(self) -> dict:
         result: dict = {"file": str(self.path)}
@@ -123,19 +134,14 @@ def scan_file(
         report = inspect(data, fmt or "unknown", policy.settings, want_faces=want_faces)
         decision, traces = explain(policy, context, report)
         output = None
-        removed: list[str] = []
         if not decision.refuses():
             output = transform(
                 data, report, decision.actions, policy.settings, size_preserving=False
             )
         remaining = _remaining_kinds(output, report.format) if output is not None else None
-        if remaining is not None:
-            removed = sorted({f.kind for f in report.findings if f.summary not in remaining})
     except (ImageError, RuntimeError) as exc:
         return ScanResult(path, error=f"cannot be inspected: {exc}")
-    return ScanResult(
-        path, report, decision, output, remaining=remaining, traces=traces, removed=removed
-    )
+    return ScanResult(path, report, decision, output, remaining=remaining, traces=traces, data=data)
 
 
 def _remaining_kinds(output: bytes, fmt: str) -> set[str]:
@@ -155,7 +161,7 @@ def write_previews(results: list[ScanResult], policy: Policy, out: Path) -> None
 
     for r in results:
         if r.report is not None and r.report.faces is not None:
-            preview = faces.preview(r.path.read_bytes(), r.report, policy.settings)
+            preview = faces.preview(r.data, r.report, policy.settings)
             (out / f"{r.path.stem}.faces.jpg").write_bytes(preview)
 
 
@@ -182,7 +188,7 @@ def print_result(r: ScanResult) -> None:
         how = "re-encoded" if rep.reencoded else "losslessly"
         print(f"  removes ({how}): {', '.join(rep.removed)}")
     if r.output is not None and rep.removed is not None:
-        print(f"  bytes: {r.path.stat().st_size} -> {len(r.output)}")
+        print(f"  bytes: {len(r.data)} -> {len(r.output)}")
     if rep.faces is not None:
         confident = rep.confident_faces
         unsure = len(rep.faces) - len(confident)
@@ -208,7 +214,7 @@ def explanation_lines(r: ScanResult) -> list[str]:
         lines.append(f"skipped {trace.rule.name} ({trace.rule.where()}): {failed}")
     rule = decision.rule
     lines.append(f"rule: {rule.name} ({rule.where()}) -> {', '.join(decision.actions)}")
-    matched = next((t for t in r.traces if t.matched), None)
+    matched = r.matched
     if matched is None:
         lines.append("  because no rule of the policy matched (the built-in safe default)")
     elif not matched.checks:
@@ -247,7 +253,7 @@ def _effects(r: ScanResult) -> list[str]:
 
 def explanation_record(r: ScanResult) -> dict:
     assert r.decision is not None
-    matched = next((t for t in r.traces if t.matched), None)
+    matched = r.matched
     return {
         "rule": r.decision.rule.name,
         "line": r.decision.rule.line or None,
