@@ -371,7 +371,7 @@ def _verdict_donut(s: Summary) -> str:
 def _findings_chart(s: Summary) -> str:
     rows = []
     for kind, (label, colour) in HEADLINE_FINDINGS.items():
-        if kind in ("gps", "faces", "serial") or s.findings.get(kind):
+        if kind in SENSITIVE or s.findings.get(kind):
             rows.append((label, s.findings.get(kind, 0), colour))
     others = [(k, n) for k, n in s.findings.most_common() if k not in HEADLINE_FINDINGS]
     rows += [(k.replace("_", " "), n, "#9aa5b1") for k, n in others[:4]]

@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from veil.audit import store
-from veil.audit.files import Layout, read_lines
+from veil.audit.files import ACTIVE as JSONL
+from veil.audit.files import DATABASE, Layout, read_lines
 from veil.audit.record import GENESIS, RETENTION_EVENT, canonical, link_hash, seal_key_id
 
-JSONL = "audit.jsonl"
-DATABASE = "audit.sqlite3"
 DETAILED = 20  # differences between the stores explained field by field
 
 
@@ -129,7 +128,7 @@ def check_chain(entries: Iterable[Entry], keys: dict[str, bytes], check: StoreCh
         record = entry.record
         check.count += 1
         body = canonical(record)
-        check.digests[entry.seq] = hashlib.sha256(body).digest()[:16]
+        check.digests[entry.seq] = _digest(body)
         _check_hash(entry, body, keys, check)
         if walk.first is None:
             walk.first = entry
@@ -358,6 +357,11 @@ def _compare(layout: Layout, files: StoreCheck, database: StoreCheck) -> list[Pr
     return problems
 
 
+def _digest(body: bytes) -> bytes:
+    """What the stores are compared on: both sides must use this one."""
+    return hashlib.sha256(body).digest()[:16]
+
+
 def _digests_after(layout: Layout, seq: int) -> dict[int, bytes]:
     db = store.connect_reader(layout.database)
     try:
@@ -367,7 +371,7 @@ def _digests_after(layout: Layout, seq: int) -> dict[int, bytes]:
     out = {}
     for row in rows:
         try:
-            out[row["seq"]] = hashlib.sha256(canonical(json.loads(row["record"]))).digest()[:16]
+            out[row["seq"]] = _digest(canonical(json.loads(row["record"])))
         except ValueError:
             continue
     return out

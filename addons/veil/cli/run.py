@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from veil import resources
+from veil.audit.files import Layout
 from veil.catalogue import Catalogue, CatalogueError
 from veil.policy import PolicyError, load_policy
 
@@ -158,7 +159,7 @@ class StartupHint:
                 [
                     f"Veil is running. Proxy: {proxy}",
                     f"  policy:  {_short(self.policy)}",
-                    f"  audit:   {_short(self.audit / 'audit.jsonl')}",
+                    f"  audit:   {_short(Layout(self.audit).active)}",
                     f"  CA:      {ca}   (how to trust it: veil ca)",
                     "Try an upload:",
                     f"  curl -x {proxy} --cacert {ca} -F file=@photo.jpg "
