@@ -40,11 +40,9 @@ class Stores:
         except OSError as exc:
             raise AuditError(f"cannot write {self.layout.active}: {exc}") from exc
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-            store.insert(self.db, record, line)
-            self.db.execute("COMMIT")
+            with transaction(self.db):
+                store.insert(self.db, record, line)
         except sqlite3.Error as exc:
-            self._rollback()
             self._cut(offset)
             raise AuditError(f"cannot write {self.layout.database}: {exc}") from exc
         if self._first_ts is None:
@@ -90,10 +88,6 @@ class Stores:
         if self._uncut is not None:
             raise AuditError("the audit file still holds a line the database refused")
 
-    def _rollback(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self.db.execute("ROLLBACK")
-
     def _rotate_if_due(self, ts: str) -> None:
         try:
             size = self.layout.active.stat().st_size
@@ -109,16 +103,24 @@ class Stores:
         logger.info("audit: rotated audit.jsonl to %s", target.name)
 
     def delete_through(self, seq: int) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db):
             store.delete_through(self.db, seq)
-            self.db.execute("COMMIT")
-        except sqlite3.Error:
-            self._rollback()
-            raise
 
     def close(self) -> None:
         self.db.close()
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT; on an error rolled back (as far as it can be) and raised."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        yield
+        db.execute("COMMIT")
+    except sqlite3.Error:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
 
 
 def _truncate_fd(fd: int, offset: int) -> None:
@@ -181,12 +183,7 @@ def copy_missing(
             return None
         if seq > after:
             missing.append((seq, text, record))
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(db):
         for seq, text, record in missing:
             store.insert(db, {**record, "seq": seq}, text)
-        db.execute("COMMIT")
-    except sqlite3.Error:
-        db.execute("ROLLBACK")
-        raise
     return len(missing)
