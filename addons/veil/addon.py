@@ -7,9 +7,12 @@ so every hook that handles an AI upload catches its own errors and answers with 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from mitmproxy import ctx, exceptions, http, tls
 from mitmproxy.utils import human
@@ -214,11 +217,11 @@ class Veil:
         if self.catalogue.service_for_host(host) is None:
             data.ignore_connection = True
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
         try:
-            self._route(flow)
+            await self._route(flow)
         except Exception:  # mitmproxy would log it and send the request on: fail closed
             logger.exception(
                 "Veil could not route a request to %s; refusing it", flow.request.pretty_host
@@ -231,7 +234,7 @@ class Veil:
                 {"Content-Type": "application/json"},
             )
 
-    def _route(self, flow: http.HTTPFlow) -> None:
+    async def _route(self, flow: http.HTTPFlow) -> None:
         """Mark an upload to an AI service for inspection; let everything else stream past."""
         request = flow.request
         if coach.is_control_path(request.path):
@@ -251,7 +254,7 @@ class Veil:
                 f"The upload is {declared} bytes; uploads to AI services may be at most "
                 f"{max_upload} bytes."
             )
-            self._refuse(flow, 413, "upload_too_large", message)
+            await self._refuse(flow, 413, "upload_too_large", message)
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if CONTROL_KEY in flow.metadata and not (flow.response or flow.error):
@@ -264,23 +267,19 @@ class Veil:
             if flow.request.raw_content is None:
                 raise RuntimeError("the request body was not buffered")
             req = self._upload_request(flow, match)
-            loop = asyncio.get_running_loop()
             assert self.pipeline is not None
-            outcome = await loop.run_in_executor(self.pool, self.pipeline.process, req)
+            outcome = await self._in_pool(self.pipeline.process, req)
             self._apply(flow, outcome)
         except Exception as exc:
             logger.exception("Veil failed while handling an upload; refusing it")
             message = "Veil hit an internal error while inspecting this upload, so it was stopped."
-            self._refuse(flow, 502, "veil_internal_error", message, verdict="error", exc=exc)
+            await self._refuse(flow, 502, "veil_internal_error", message, verdict="error", exc=exc)
 
     async def _answer_control(self, flow: http.HTTPFlow) -> None:
         try:
             assert self.pipeline is not None
             req = self._upload_request(flow, Match(flow.metadata[CONTROL_KEY], None))
-            loop = asyncio.get_running_loop()
-            outcome = await loop.run_in_executor(
-                self.pool, self.pipeline.continue_after_coaching, req
-            )
+            outcome = await self._in_pool(self.pipeline.continue_after_coaching, req)
             assert outcome.answer is not None
             answer = outcome.answer
             flow.response = http.Response.make(answer.status, answer.body, answer.headers)
@@ -300,7 +299,7 @@ class Veil:
         # Chat answers are server-sent events: stream every response, never buffer it.
         flow.response.stream = True
 
-    def error(self, flow: http.HTTPFlow) -> None:
+    async def error(self, flow: http.HTTPFlow) -> None:
         match: Match | None = flow.metadata.get(MATCH_KEY)
         if match is None or DECIDED_KEY in flow.metadata or self.pipeline is None:
             return
@@ -308,7 +307,8 @@ class Veil:
         # body_size_limit) or the client went away. Either way it did not leave; record it.
         message = flow.error.msg if flow.error else "connection error"
         too_large = "body_size_limit" in message
-        self.pipeline.refuse(
+        await self._in_pool(
+            self.pipeline.refuse,
             self._upload_request(flow, match, with_body=False),
             413 if too_large else 502,
             "upload_too_large" if too_large else "transport_error",
@@ -353,7 +353,12 @@ class Veil:
         if outcome.notice:
             flow.metadata[NOTICE_KEY] = outcome.notice
 
-    def _refuse(
+    async def _in_pool[T](self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn` in the worker pool: audit writes fsync, and the event loop must not wait."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
+
+    async def _refuse(
         self,
         flow: http.HTTPFlow,
         status: int,
@@ -370,7 +375,8 @@ class Veil:
             req = self._upload_request(flow, match, with_body=False)
             if exc is not None:
                 message = f"{message} ({type(exc).__name__})"
-            outcome = self.pipeline.refuse(
+            outcome = await self._in_pool(
+                self.pipeline.refuse,
                 req,
                 status,
                 error_type,
