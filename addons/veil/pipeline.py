@@ -102,7 +102,7 @@ class Pipeline:
         except AuditError as exc:
             return self._audit_unavailable(req, decision_id, exc)
         except UploadRefused as exc:
-            return self._refuse_early(req, policy, decision_id, started, exc)
+            return self.refuse(req, exc.status, exc.error_type, str(exc), decision_id=decision_id)
         except Exception as exc:  # fail closed: every error ends refused and recorded
             return self._failed(req, policy, decision_id, started, exc)
 
@@ -292,16 +292,6 @@ class Pipeline:
             **details,
         }
         return self.audit.write(record)
-
-    def _refuse_early(
-        self,
-        req: UploadRequest,
-        policy: Policy,
-        decision_id: str,
-        started: float,
-        exc: UploadRefused,
-    ) -> Outcome:
-        return self.refuse(req, exc.status, exc.error_type, str(exc), decision_id=decision_id)
 
     def refuse(
         self,
