@@ -111,7 +111,7 @@ def needs_faces(policy: Policy, ctx: RequestContext) -> bool:
     is the costliest part of inspection, so a policy that blurs only for one service does
     not pay for it on every other.
     """
-    return any(_uses_faces(rule) for rule in applicable_rules(policy, ctx))
+    return any(rule.uses_faces for rule in applicable_rules(policy, ctx))
 
 
 def may_blur(policy: Policy, ctx: RequestContext) -> bool:
@@ -132,11 +132,6 @@ def applicable_rules(policy: Policy, ctx: RequestContext) -> Iterator[Rule]:
         yield rule
         if not any(k in IMAGE_KEYS for k in given):
             return
-
-
-def _uses_faces(rule: Rule) -> bool:
-    c = rule.conditions
-    return "blur" in rule.actions or c.faces is not None or bool(c.has and "faces" in c.has)
 
 
 def effective_actions(actions: tuple[str, ...]) -> tuple[str, ...]:

@@ -130,6 +130,12 @@ class Rule:
     def is_catch_all(self) -> bool:
         return not self.conditions.given()
 
+    @property
+    def uses_faces(self) -> bool:
+        """Whether deciding or applying this rule needs the image's faces."""
+        c = self.conditions
+        return "blur" in self.actions or c.faces is not None or bool(c.has and "faces" in c.has)
+
     def where(self) -> str:
         return f"line {self.line}" if self.line else "built in"
 
@@ -144,11 +150,7 @@ class Policy:
 
     def needs_faces(self) -> bool:
         """Whether any rule could depend on faces (detection is skipped otherwise)."""
-        for rule in self.rules:
-            c = rule.conditions
-            if "blur" in rule.actions or c.faces is not None or (c.has and "faces" in c.has):
-                return True
-        return False
+        return any(rule.uses_faces for rule in self.rules)
 
     def groups_of(self, user: str | None) -> set[str]:
         if not user:

@@ -24,6 +24,7 @@ from veil.findings import FINDING_KINDS
 from veil.policy import (
     ACTIONS,
     BLUR_STYLES,
+    CONDITION_KEYS,
     FACE_PRECISIONS,
     ON_ERROR,
     Conditions,
@@ -38,7 +39,6 @@ from veil.policy import (
 SUPPORTED_VERSIONS = (1,)
 TOP_KEYS = ("version", "settings", "groups", "rules")
 RULE_KEYS = ("name", "match", "action", "message")
-MATCH_KEYS = ("services", "hosts", "users", "groups", "clients", "formats", "has", "faces")
 FORMAT_ALIASES = {"jpg": "jpeg", "heic": "heif", "tif": "tiff"}
 MESSAGE_ACTIONS = ("warn", "coach", "block")  # the actions that show a message to the user
 COMPARISON = re.compile(r"^\s*(>=|<=|==|!=|=|>|<)\s*(\d+)\s*$")
@@ -353,7 +353,7 @@ class _Reader:
     def _conditions(self, node: Node) -> Conditions:
         if isinstance(node, ScalarNode) and self.value(node) is None:
             return Conditions()  # `match:` with nothing under it: a catch-all
-        entries = self.mapping(node, MATCH_KEYS, "match")
+        entries = self.mapping(node, CONDITION_KEYS, "match")
         values: dict[str, object] = {}
         for key, (_, value_node) in entries.items():
             values[key] = getattr(self, f"_match_{key}")(value_node)
@@ -536,6 +536,7 @@ _COVERS = {
     "has": _subset,  # any-of: fewer kinds to look for match fewer uploads
     "faces": _covers_faces,
 }
+assert set(_COVERS) == set(CONDITION_KEYS)
 
 _ACTION_COMBINATIONS = (
     "block alone; allow alone or with warn/coach; strip, blur, warn, coach combined freely"
