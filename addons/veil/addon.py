@@ -21,7 +21,7 @@ from veil import coach, resources
 from veil.answer import NOTICE_HEADER, notice_header
 from veil.audit import AuditError, AuditLog
 from veil.catalogue import Catalogue, CatalogueError, Match
-from veil.pipeline import Outcome, Pipeline, UploadRequest
+from veil.pipeline import Outcome, Pipeline, UploadRequest, too_large
 from veil.policy import Policy, PolicyError, load_policy, parse_size
 from veil.policy_watch import PolicyWatcher, Reload
 
@@ -250,10 +250,7 @@ class Veil:
         declared = request.headers.get("content-length", "")
         max_upload = self._policy.settings.max_upload
         if declared.isdigit() and int(declared) > max_upload:
-            message = (
-                f"The upload is {declared} bytes; uploads to AI services may be at most "
-                f"{max_upload} bytes."
-            )
+            message = too_large(int(declared), max_upload)
             await self._refuse(flow, 413, "upload_too_large", message)
 
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -306,15 +303,15 @@ class Veil:
         # The upload never reached Veil's decision: mitmproxy refused its body (larger than
         # body_size_limit) or the client went away. Either way it did not leave; record it.
         message = flow.error.msg if flow.error else "connection error"
-        too_large = "body_size_limit" in message
-        await self._in_pool(
+        over_limit = "body_size_limit" in message
+        await asyncio.to_thread(  # an audit write (fsync): off the loop, not behind image work
             self.pipeline.refuse,
             self._upload_request(flow, match, with_body=False),
-            413 if too_large else 502,
-            "upload_too_large" if too_large else "transport_error",
+            413 if over_limit else 502,
+            "upload_too_large" if over_limit else "transport_error",
             message,
-            verdict="blocked" if too_large else "error",
-            rule="limits" if too_large else "transport",
+            verdict="blocked" if over_limit else "error",
+            rule="limits" if over_limit else "transport",
         )
 
     # Helpers.
@@ -354,7 +351,7 @@ class Veil:
             flow.metadata[NOTICE_KEY] = outcome.notice
 
     async def _in_pool[T](self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn` in the worker pool: audit writes fsync, and the event loop must not wait."""
+        """Run `fn` in the worker pool (image work, sized by veil_workers), off the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
 
@@ -375,7 +372,7 @@ class Veil:
             req = self._upload_request(flow, match, with_body=False)
             if exc is not None:
                 message = f"{message} ({type(exc).__name__})"
-            outcome = await self._in_pool(
+            outcome = await asyncio.to_thread(  # as in `error`
                 self.pipeline.refuse,
                 req,
                 status,

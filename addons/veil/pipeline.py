@@ -70,15 +70,6 @@ class Outcome:
         return self.answer is None
 
 
-class UploadRefused(Exception):
-    """A refusal decided before any image was looked at (size, limits)."""
-
-    def __init__(self, status: int, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_type = error_type
-
-
 @dataclass
 class _Image:
     payload: Payload
@@ -101,8 +92,6 @@ class Pipeline:
             return self._process(req, policy, decision_id, started)
         except AuditError as exc:
             return self._audit_unavailable(req, decision_id, exc)
-        except UploadRefused as exc:
-            return self.refuse(req, exc.status, exc.error_type, str(exc), decision_id=decision_id)
         except Exception as exc:  # fail closed: every error ends refused and recorded
             return self._failed(req, policy, decision_id, started, exc)
 
@@ -111,7 +100,8 @@ class Pipeline:
     ) -> Outcome:
         settings = policy.settings
         if len(req.body) > settings.max_upload:
-            raise UploadRefused(413, "upload_too_large", _too_large(len(req.body), settings))
+            message = too_large(len(req.body), settings.max_upload)
+            return self.refuse(req, 413, "upload_too_large", message, decision_id=decision_id)
         body = splice.decode(req.body, req.headers, settings.max_upload)
         limits = Limits(max_images=settings.max_images, max_decoded=settings.max_upload)
         extraction = extract(
@@ -434,8 +424,5 @@ def _default_refusal(req: UploadRequest, image: _Image, coached: bool = False) -
     )
 
 
-def _too_large(size: int, settings) -> str:
-    return (
-        f"The upload is {size} bytes; uploads to AI services may be at most "
-        f"{settings.max_upload} bytes."
-    )
+def too_large(size: int, max_upload: int) -> str:
+    return f"The upload is {size} bytes; uploads to AI services may be at most {max_upload} bytes."
