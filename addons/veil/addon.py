@@ -7,6 +7,7 @@ so every hook that handles an AI upload catches its own errors and answers with 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -138,9 +139,7 @@ class Veil:
         policy = load_policy(path, self.catalogue)
         if ctx.options.veil_max_upload:
             size = parse_size(ctx.options.veil_max_upload)
-            policy.settings = type(policy.settings)(
-                **{**policy.settings.__dict__, "max_upload": size}
-            )
+            policy.settings = dataclasses.replace(policy.settings, max_upload=size)
         return policy
 
     def _open_audit(self, directory: Path) -> None:

@@ -87,7 +87,8 @@ class ImageReport:
 
     def _unsure_boxes(self) -> dict:
         """Boxes below the match threshold: not counted as faces, but blurred all the same."""
-        unsure = [f.as_list() for f in self.faces or () if f not in self.confident_faces]
+        threshold = self.face_match_threshold
+        unsure = [f.as_list() for f in self.faces or () if f.confidence < threshold]
         return {"unsure_face_boxes": unsure} if unsure else {}
 
     def to_record(self) -> dict:

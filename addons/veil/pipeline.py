@@ -117,7 +117,12 @@ class Pipeline:
         context = RequestContext(
             service=req.service, vendor=req.vendor, host=req.host, client=req.client, user=req.user
         )
-        images = [self._inspect(p, policy, context) for p in extraction.payloads]
+        want_faces = needs_faces(policy, context)  # the same for every image of the request
+        blur_ahead = want_faces and may_blur(policy, context)
+        images = [
+            self._inspect(p, policy, context, want_faces=want_faces, may_blur=blur_ahead)
+            for p in extraction.payloads
+        ]
         self._apply_acknowledgement(req, images)
         worst = min(images, key=lambda i: i.decision.severity())
         if worst.decision.refuses():
@@ -137,14 +142,17 @@ class Pipeline:
         record = self.audit.write(record)
         return Outcome("allowed", None, None, None, record, decision_id)
 
-    def _inspect(self, payload: Payload, policy: Policy, context: RequestContext) -> _Image:
-        want_faces = needs_faces(policy, context)
+    def _inspect(
+        self,
+        payload: Payload,
+        policy: Policy,
+        context: RequestContext,
+        *,
+        want_faces: bool,
+        may_blur: bool,
+    ) -> _Image:
         report = inspect(
-            payload.data,
-            payload.format,
-            policy.settings,
-            want_faces=want_faces,
-            may_blur=want_faces and may_blur(policy, context),
+            payload.data, payload.format, policy.settings, want_faces=want_faces, may_blur=may_blur
         )
         decision = decide(policy, context, report)
         if report.pixels_ahead is not None and not ("blur" in decision.actions and report.faces):
@@ -392,6 +400,8 @@ def _documents(extraction: Extraction) -> list[dict]:
 def _image_record(image: _Image) -> dict:
     data_in = image.payload.data
     data_out = image.output or data_in
+    sha256_in = hashlib.sha256(data_in).hexdigest()
+    unchanged = data_out is data_in or data_out == data_in
     entry = image.report.to_record()
     entry.update(
         where=image.payload.locator,
@@ -399,8 +409,8 @@ def _image_record(image: _Image) -> dict:
         actions=list(image.decision.actions),
         bytes_in=len(data_in),
         bytes_out=len(data_out),
-        sha256_in=hashlib.sha256(data_in).hexdigest(),
-        sha256_out=hashlib.sha256(data_out).hexdigest(),
+        sha256_in=sha256_in,
+        sha256_out=sha256_in if unchanged else hashlib.sha256(data_out).hexdigest(),
         phash=perceptual_hash(data_in),  # finds resized / re-encoded copies (veil audit find)
     )
     return entry

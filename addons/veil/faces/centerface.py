@@ -151,7 +151,7 @@ def _dynamic_model(data: bytes) -> bytes:
         inputs = [i for i in model.graph.input if i.name not in weights]
         del model.graph.input[:]
         model.graph.input.extend(inputs)
-        heads = {"537": 1, "538": 2, "539": 2, "540": 10}
+        heads = dict(zip(OUTPUTS, (1, 2, 2, 10), strict=True))  # channels of each output
         model = update_inputs_outputs_dims(
             model,
             {INPUT: ["B", 3, "H", "W"]},

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from veil.faces.centerface import INPUT
+
 logger = logging.getLogger(__name__)
 
 RECIPE = 1  # bump when anything below changes the quantized model
@@ -146,7 +148,7 @@ class _Calibration:
             return None
         self.left -= 1
         picture = synthetic_picture(self.rng, *CALIBRATION_SIZE)
-        return {"input.1": picture.transpose(2, 0, 1)[None]}
+        return {INPUT: picture.transpose(2, 0, 1)[None]}
 
     def rewind(self) -> None:
         self.__init__()
