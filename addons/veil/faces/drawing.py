@@ -22,11 +22,7 @@ OBLITERATED = (255, 210, 0)
 
 def preview(data: bytes, report: ImageReport, settings: Settings) -> bytes:
     image = pixels.open_still(data, report.format)
-    image = pixels.upright(
-        pixels.load(image, report.format),
-        pixels.pixel_orientation(report.format, report.orientation),
-    )
-    image = image.convert("RGB")
+    image = pixels.loaded_upright(image, report.format, report.orientation).convert("RGB")
     line = max(2, round(max(image.size) / 500))
     font = ImageFont.load_default(size=max(12, line * 7))
     draw = ImageDraw.Draw(image)

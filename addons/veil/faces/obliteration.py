@@ -56,11 +56,7 @@ def obliterate(data: bytes, report: ImageReport, settings: Settings) -> bytes:
     if image is None:
         image = pixels.open_still(data, report.format)
     options = encode_options(image, report.format, data)
-    image = pixels.upright(
-        pixels.load(image, report.format),
-        pixels.pixel_orientation(report.format, report.orientation),
-    )
-    image = _editable(image)
+    image = _editable(pixels.loaded_upright(image, report.format, report.orientation))
     rng = np.random.default_rng()  # fresh OS entropy for every upload
     boxes = [enlarged_box(face, settings.face_scale, image.size) for face in report.faces]
     for box in merged_boxes(boxes):

@@ -62,6 +62,11 @@ def load(image: Image.Image, fmt: str) -> Image.Image:
     return image
 
 
+def loaded_upright(image: Image.Image, fmt: str, orientation: int) -> Image.Image:
+    """The opened image decoded and turned as a viewer shows it (`orientation`: the EXIF tag)."""
+    return upright(load(image, fmt), pixel_orientation(fmt, orientation))
+
+
 def upright(image: Image.Image, orientation: int) -> Image.Image:
     method = ORIENTATION_TRANSPOSE.get(orientation)
     return image.transpose(method) if method is not None else image
