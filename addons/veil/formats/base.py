@@ -81,11 +81,6 @@ class ImageFormat(ABC):
     def __init__(self, data: bytes) -> None:
         self.data = data
 
-    @classmethod
-    @abstractmethod
-    def sniff(cls, head: bytes) -> bool:
-        """Whether these leading bytes (at least 32 when available) start this format."""
-
     @abstractmethod
     def dimensions(self) -> tuple[int, int]:
         """Width and height as stored, read from the header without decoding pixels."""

@@ -170,10 +170,6 @@ class Heif(ImageFormat):
         if self.meta.primary not in self.meta.items:
             raise MalformedImage("HEIF primary item is not listed")
 
-    @classmethod
-    def sniff(cls, head: bytes) -> bool:
-        return head[4:8] == b"ftyp"
-
     # -- item helpers -----------------------------------------------------------------------
 
     def _props(self, item: int) -> list[Box]:

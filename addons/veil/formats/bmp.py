@@ -34,10 +34,6 @@ class Bmp(ImageFormat):
         declared = struct.unpack_from("<I", data, 2)[0]
         self.file_end = declared if 14 + self.dib <= declared <= len(data) else len(data)
 
-    @classmethod
-    def sniff(cls, head: bytes) -> bool:
-        return head.startswith(b"BM")
-
     def dimensions(self) -> tuple[int, int]:
         if self.dib == 12:
             return struct.unpack_from("<HH", self.data, 18)

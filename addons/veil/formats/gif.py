@@ -71,10 +71,6 @@ class Gif(ImageFormat):
             pos = end
         raise MalformedImage("GIF has too many blocks")
 
-    @classmethod
-    def sniff(cls, head: bytes) -> bool:
-        return head.startswith((b"GIF87a", b"GIF89a"))
-
     def dimensions(self) -> tuple[int, int]:
         return self.extent
 

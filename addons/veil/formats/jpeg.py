@@ -152,10 +152,6 @@ class Jpeg(ImageFormat):
         if not any(s.marker == SOS for s in self.segments):
             raise MalformedImage("JPEG has no scan (SOS)")
 
-    @classmethod
-    def sniff(cls, head: bytes) -> bool:
-        return head.startswith(b"\xff\xd8\xff")
-
     def dimensions(self) -> tuple[int, int]:
         payload = self._frame.payload(self.data)
         if len(payload) < 6:

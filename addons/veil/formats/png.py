@@ -118,10 +118,6 @@ class Png(ImageFormat):
         if self.chunks[0].end - self.chunks[0].start != 12 + 13:
             raise MalformedImage("PNG IHDR has the wrong length")
 
-    @classmethod
-    def sniff(cls, head: bytes) -> bool:
-        return head.startswith(SIGNATURE)
-
     def dimensions(self) -> tuple[int, int]:
         ihdr = self.chunks[0].data(self.data)
         if len(ihdr) != 13:

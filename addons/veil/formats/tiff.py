@@ -57,10 +57,6 @@ class Tiff(ImageFormat):
             if WIDTH not in page or HEIGHT not in page:
                 raise MalformedImage("TIFF directory has no image size")
 
-    @classmethod
-    def sniff(cls, head: bytes) -> bool:
-        return head.startswith((b"II*\x00", b"MM\x00*"))
-
     def dimensions(self) -> tuple[int, int]:
         # The largest page counts for the decompression-bomb guard.
         sizes = [(self.tiff.int(p[WIDTH]), self.tiff.int(p[HEIGHT])) for p in self.pages]

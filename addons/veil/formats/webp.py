@@ -77,10 +77,6 @@ class WebP(ImageFormat):
         if not any(c.fourcc in (b"VP8 ", b"VP8L", b"ANMF") for c in self.chunks):
             raise MalformedImage("WebP has no image data")
 
-    @classmethod
-    def sniff(cls, head: bytes) -> bool:
-        return head.startswith(b"RIFF") and head[8:12] == b"WEBP"
-
     def _first(self, fourcc: bytes) -> Chunk | None:
         return next((c for c in self.chunks if c.fourcc == fourcc), None)
 
