@@ -189,8 +189,7 @@ class Pipeline:
                 policy.settings,
                 size_preserving=image.payload.size_declared,
             )
-            if image.output != image.payload.data:
-                image.payload.replace(image.output)
+            image.payload.replace(image.output)
         warned = any("warn" in i.decision.actions for i in images)
         if warned:
             verdict = "warned"

@@ -25,7 +25,8 @@ class Payload:
     replacement: bytes | None = None
 
     def replace(self, new: bytes) -> None:
-        self.replacement = new
+        """Hand back bytes for this image; the same bytes as before count as no change."""
+        self.replacement = None if new == self.data else new
 
     @property
     def output(self) -> bytes:
@@ -66,7 +67,7 @@ class Extraction:
 
     @property
     def changed(self) -> bool:
-        return any(p.replacement is not None and p.replacement != p.data for p in self.payloads)
+        return any(p.replacement is not None for p in self.payloads)
 
     def splice(self) -> bytes:
         """The body with every replaced payload put back in place, in its original form."""
@@ -77,7 +78,7 @@ class Extraction:
         for span in self.spans:  # sorted, never overlapping
             out += self.body[pos : span.start]
             payload = span.payload
-            if payload.replacement is None or payload.replacement == payload.data:
+            if payload.replacement is None:
                 out += self.body[span.start : span.end]
             else:
                 out += span.encode(payload.replacement)
