@@ -14,7 +14,7 @@ from veil.formats.base import (
     UnsupportedImage,
 )
 from veil.formats.bmff import Avif, Heif
-from veil.formats.bmp import Bmp
+from veil.formats.bmp import DIB_SIZES, Bmp
 from veil.formats.gif import Gif
 from veil.formats.jpeg import Jpeg
 from veil.formats.png import Png
@@ -32,9 +32,8 @@ __all__ = [
     "open_image",
 ]
 
-# Every image format Veil recognises, with the class that handles it (None: recognised, but
-# cannot be cleaned, so uploads of it fail closed).
-_HANDLERS: dict[str, type[ImageFormat] | None] = {
+# Every image format Veil recognises, with the class that handles it.
+_HANDLERS: dict[str, type[ImageFormat]] = {
     "jpeg": Jpeg,
     "png": Png,
     "gif": Gif,
@@ -81,8 +80,7 @@ def detect(data: bytes) -> str | None:
 
 def _plausible_bmp(head: bytes) -> bool:
     # "BM" alone is too weak (text can start with it): require a known DIB header size.
-    dib_size = int.from_bytes(head[14:18], "little")
-    return dib_size in (12, 40, 52, 56, 64, 108, 124)
+    return int.from_bytes(head[14:18], "little") in DIB_SIZES
 
 
 def is_image_format(fmt: str | None) -> bool:
@@ -94,7 +92,4 @@ def open_image(data: bytes, fmt: str | None = None) -> ImageFormat:
     fmt = fmt or detect(data)
     if fmt not in _HANDLERS:
         raise UnsupportedImage(f"not a recognised image format ({fmt or 'unknown bytes'})")
-    handler = _HANDLERS[fmt]
-    if handler is None:
-        raise UnsupportedImage(f"{fmt} images cannot be cleaned yet")
-    return handler(data)
+    return _HANDLERS[fmt](data)

@@ -52,8 +52,9 @@ def orientation(block: bytes) -> int:
 def findings(payload: bytes, where: str = "EXIF") -> list[Finding]:
     inv = Inventory()
     block = exif_block(payload)
-    if block == minimal(orientation(block)):
-        inv.add("exif", f"{where} block holding only the orientation ({orientation(block)})")
+    turn = orientation(block)
+    if block == minimal(turn):
+        inv.add("exif", f"{where} block holding only the orientation ({turn})")
         return inv.findings()
     inv.add("exif", f"{where} block ({size_text(len(block))})")
     try:

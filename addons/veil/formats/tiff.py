@@ -20,7 +20,7 @@ from veil.formats.tiffdata import Entry, TiffData
 
 WIDTH, HEIGHT, COMPRESSION, NEW_SUBFILE = 256, 257, 259, 254
 STRIP_OFFSETS, STRIP_COUNTS, TILE_OFFSETS, TILE_COUNTS = 273, 279, 324, 325
-ORIENTATION, ICC_TAG, XMP_TAG, IPTC_TAG, PHOTOSHOP_TAG = 274, 34675, 700, 33723, 34377
+ICC_TAG, XMP_TAG, IPTC_TAG, PHOTOSHOP_TAG = 34675, 700, 33723, 34377
 SUB_IFDS, C2PA_TAG = 330, 0xCD41
 # Tags a viewer needs to decode and display the pixels.
 IMAGE_TAGS = frozenset(
@@ -63,7 +63,7 @@ class Tiff(ImageFormat):
         return max(sizes, key=lambda s: s[0] * s[1])
 
     def orientation(self) -> int:
-        value = self.tiff.int(self.pages[0].get(ORIENTATION), 1)
+        value = self.tiff.int(self.pages[0].get(exif.ORIENTATION), 1)
         return value if 1 <= value <= 8 else 1
 
     def _is_reduced(self, page: dict[int, Entry]) -> bool:
@@ -90,7 +90,11 @@ class Tiff(ImageFormat):
                 if tag in page:
                     inv.add(kind, f"{label} ({where})")
             private = sorted(t for t in page if t >= 32768 and t not in (ICC_TAG, IPTC_TAG))
-            private = [t for t in private if t not in (PHOTOSHOP_TAG, 34665, 34853, C2PA_TAG)]
+            private = [
+                t
+                for t in private
+                if t not in (PHOTOSHOP_TAG, exif.EXIF_IFD, exif.GPS_IFD, C2PA_TAG)
+            ]
             if private:
                 tags = ", ".join(f"0x{t:04X}" for t in private[:6])
                 inv.add("other_metadata", f"private tags {tags} ({where})")
@@ -100,7 +104,7 @@ class Tiff(ImageFormat):
         t = self.tiff
         keep = set(IMAGE_TAGS)
         if options.keep_orientation:
-            keep.add(ORIENTATION)
+            keep.add(exif.ORIENTATION)
         if options.keep_icc:
             keep.add(ICC_TAG)
         removed: set[str] = set()
