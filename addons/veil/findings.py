@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from veil.faces.prefetch import Prefetched
+    from veil.formats.base import ImageFormat
 
 # The finding kinds a policy may name in `has: [...]`.
 FINDING_KINDS: frozenset[str] = frozenset(
@@ -74,6 +75,8 @@ class ImageReport:
     removed: tuple[str, ...] | None = None
     reencoded: bool = False
     pixels_ahead: Prefetched | None = field(default=None, repr=False, compare=False)
+    # The parsed container, so that stripping the same bytes does not parse them again.
+    container: ImageFormat | None = field(default=None, repr=False, compare=False)
 
     @property
     def confident_faces(self) -> list[Face]:

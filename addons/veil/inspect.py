@@ -35,6 +35,7 @@ def inspect(
         findings=image.findings(),
         orientation=image.orientation(),
         face_match_threshold=settings.face_match_threshold,
+        container=image,
     )
     if want_faces:
         from veil import faces

@@ -27,9 +27,17 @@ def transform(
     if "strip" in actions or "blur" in actions:
         in_place = size_preserving and not blurred
         options = StripOptions(keep_icc=settings.keep_icc, size_preserving=in_place)
-        stripped = formats.open_image(data, report.format).strip(options)
+        stripped = _parsed(data, report).strip(options)
         report.removed, report.reencoded = stripped.removed, stripped.reencoded
         data = stripped.data
     if size_preserving and blurred:
         data = formats.open_image(data, report.format).padded(announced)
     return data
+
+
+def _parsed(data: bytes, report: ImageReport) -> formats.ImageFormat:
+    """The container inspection parsed, when these are still its bytes (not blurred)."""
+    container = report.container
+    if container is not None and container.data is data:
+        return container
+    return formats.open_image(data, report.format)
