@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from veil.faces import centerface, quantize
+from veil.faces import centerface, quantize, rewrite
 from veil.faces.obliteration import merged_boxes
 from veil.policy import Settings
 
@@ -15,7 +15,7 @@ from tests.test_faces import GROUP, faces_photo, obliterated_share, report_for
 
 def test_the_8bit_model_is_built_once_then_read_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("VEIL_CACHE_DIR", str(tmp_path))
-    model = centerface._dynamic_model(centerface._model_bytes())
+    model = centerface._float_model(centerface._model_bytes())
     built = quantize.quantized(model)
     (cached,) = tmp_path.glob("centerface-int8-*.onnx")
     assert cached.read_bytes() == built
@@ -25,10 +25,11 @@ def test_the_8bit_model_is_built_once_then_read_from_the_cache(tmp_path, monkeyp
 
 
 def test_calibration_pictures_are_the_same_everywhere():
-    first = quantize._Calibration().get_next()["input.1"]
-    again = quantize._Calibration().get_next()["input.1"]
+    first = quantize._Calibration().get_next()[rewrite.BLOCKS]
+    again = quantize._Calibration().get_next()[rewrite.BLOCKS]
     assert np.array_equal(first, again)
-    assert first.shape == (1, 3, *quantize.CALIBRATION_SIZE)
+    height, width = quantize.CALIBRATION_SIZE
+    assert first.shape == (1, 12, height // 2, width // 2)
     assert first.min() >= 0 and first.max() <= 255 and first.std() > 10
 
 
@@ -45,7 +46,7 @@ def test_unwritable_cache_still_gives_a_model(tmp_path, monkeypatch):
     blocked = tmp_path / "file-not-dir"
     blocked.write_text("")
     monkeypatch.setenv("VEIL_CACHE_DIR", str(blocked / "veil"))
-    model = centerface._dynamic_model(centerface._model_bytes())
+    model = centerface._float_model(centerface._model_bytes())
     assert quantize.quantized(model)[:4]  # built in memory; the cache write was skipped
 
 

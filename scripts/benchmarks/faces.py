@@ -518,7 +518,7 @@ def speed_report(settings: Settings, repeat: int, sweep: bool, patience: float) 
         f"\n12 MP JPEGs (q92): {_size(with_faces)} and {_size(without_faces)}; {repeat} runs "
         f"each after 2 warm-ups; detector threads "
         f"{centerface.detector_threads()}; canvas {settings.face_canvas}, threshold "
-        f"{settings.face_threshold}, style {settings.blur_style}"
+        f"{settings.face_threshold}, style {settings.blur_style}, {settings.face_precision}"
     )
     print(table(TIMING_HEADERS, rows))
     print(
@@ -541,6 +541,7 @@ def main() -> int:
     parser.add_argument("--canvas", type=int, help="face_canvas to use instead of the default")
     parser.add_argument("--threshold", type=float, help="face_threshold instead of the default")
     parser.add_argument("--style", choices=("blur", "pixelate", "solid"), help="blur_style")
+    parser.add_argument("--precision", choices=("int8", "float32"), help="face_precision")
     parser.add_argument("--skip-recall", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args()
@@ -554,6 +555,8 @@ def main() -> int:
         settings = replace(settings, face_threshold=args.threshold)
     if args.style:
         settings = replace(settings, blur_style=args.style)
+    if args.precision:
+        settings = replace(settings, face_precision=args.precision)
     if not args.skip_recall:
         recall_report(settings, args.sweep)
     if not args.skip_speed:

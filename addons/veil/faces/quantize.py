@@ -3,9 +3,12 @@
 Integer convolutions (AVX-512 VNNI / AVX2 on x86) run the detector about 1.5-2 times faster
 than float32. Static quantization needs activation ranges from sample inputs; those come from
 synthetic pictures with natural-image statistics (coloured 1/f noise, seeded, so the result is
-the same everywhere), never from photos: nothing is downloaded or shipped. The four output
-heads stay float32, where the heat-map's sigmoid needs its full range. Measured on the faces
-corpus (docs/benchmarks.md), recall is the same as float32's.
+the same everywhere), never from photos: nothing is downloaded or shipped. Two ranges are set,
+not calibrated: the input's (scale 1, zero point 0: the uint8 pixels are the quantized values
+themselves, see `rewrite.uint8_input`) and the merged heads' (HEADS_RANGE: pictures without
+faces would calibrate the heat-map logits too low to represent a face). The split into heads
+and the heat-map's sigmoid stay float32. Measured on the faces corpus (docs/benchmarks.md),
+recall is the same as float32's.
 
 Building takes a few seconds, so the result is kept in a cache directory, keyed by the source
 model, onnxruntime's version and this recipe's version; when the cache cannot be written the
@@ -23,16 +26,21 @@ from pathlib import Path
 
 import numpy as np
 
-from veil.faces.centerface import INPUT
+from veil.faces import rewrite
 
 logger = logging.getLogger(__name__)
 
-RECIPE = 1  # bump when anything below changes the quantized model
+RECIPE = 2  # bump when anything below changes the quantized model
 CALIBRATION_IMAGES = 24
 CALIBRATION_SIZE = (480, 640)  # height, width
 CALIBRATION_SEED = 20261126
 OPSET = 13  # per-channel weight scales need it; the wheel's file is older
-HEAD_OUTPUTS = frozenset({"536", "537", "538", "539", "540"})  # heat-map logits .. landmarks
+FLOAT_OUTPUTS = frozenset({rewrite.HEATMAP_LOGITS, rewrite.HEATMAP})  # the split, the sigmoid
+# Logits under -6 are a heat-map under 0.003, far below any threshold; box scales (log of the
+# side / 4) stay under 7 (4400 px), centre offsets within -1..1. Steps of 0.05: 0.5% of
+# heat-map near the 0.1 threshold, 2.5% of a box's side. (Measured on the corpus, where the
+# heat-map is over 0.05: logits -2.9..2.9, scales 0.7..4.9, offsets -0.6..0.7.)
+HEADS_RANGE = (-6.0, 7.0)
 
 
 def cache_dir() -> Path:
@@ -66,10 +74,9 @@ def build(model: bytes) -> bytes:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     graph = version_converter.convert_version(onnx.load_from_string(model), OPSET)
-    _drop_unused_initializers(graph)
     for i, node in enumerate(graph.graph.node):
         node.name = node.name or f"n{i}_{node.op_type}"
-    heads = [n.name for n in graph.graph.node if HEAD_OUTPUTS & set(n.output)]
+    kept_float = [n.name for n in graph.graph.node if FLOAT_OUTPUTS & set(n.output)]
     onnxruntime.set_default_logger_severity(3)  # the calibration sessions' notes are noise
     with tempfile.TemporaryDirectory(prefix="veil-quantize-") as tmp, _quiet_root_logger():
         source, target = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
@@ -83,17 +90,18 @@ def build(model: bytes) -> bytes:
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=heads,
+            nodes_to_exclude=kept_float,
+            extra_options={"TensorQuantOverrides": _fixed_ranges()},
         )
         return target.read_bytes()
 
 
-def _drop_unused_initializers(graph) -> None:
-    """The wheel's file keeps training counters (BatchNorm's num_batches_tracked) no node uses."""
-    used = {name for node in graph.graph.node for name in node.input}
-    kept = [init for init in graph.graph.initializer if init.name in used]
-    del graph.graph.initializer[:]
-    graph.graph.initializer.extend(kept)
+def _fixed_ranges() -> dict[str, list[dict]]:
+    low, high = HEADS_RANGE
+    return {
+        rewrite.BLOCKS: [{"scale": np.array(1.0, np.float32), "zero_point": np.array(0, np.uint8)}],
+        "heads": [{"rmin": np.array(low, np.float32), "rmax": np.array(high, np.float32)}],
+    }
 
 
 @contextlib.contextmanager
@@ -147,8 +155,9 @@ class _Calibration:
         if self.left == 0:
             return None
         self.left -= 1
-        picture = synthetic_picture(self.rng, *CALIBRATION_SIZE)
-        return {INPUT: picture.transpose(2, 0, 1)[None]}
+        picture = synthetic_picture(self.rng, *CALIBRATION_SIZE).round().astype(np.uint8)
+        blocks = rewrite.blocks(picture, *CALIBRATION_SIZE)
+        return {rewrite.BLOCKS: blocks.transpose(0, 3, 1, 2).astype(np.float32)}
 
     def rewind(self) -> None:
         self.__init__()
