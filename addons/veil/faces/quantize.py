@@ -10,7 +10,7 @@ faces would calibrate the heat-map logits too low to represent a face). The spli
 and the heat-map's sigmoid stay float32. Measured on the faces corpus (docs/benchmarks.md),
 recall is the same as float32's.
 
-Building takes a few seconds, so the result is kept in a cache directory, keyed by the source
+Building takes 10-15 seconds, so the result is kept in a cache directory, keyed by the source
 model, onnxruntime's version and this recipe's version; when the cache cannot be written the
 model is built in memory at every start.
 """
