@@ -9,6 +9,10 @@ import itertools
 import pytest
 from PIL import Image, ImageOps
 from veil.audit.phash import SIMILAR, distance, perceptual_hash
+from veil.findings import THUMBNAIL_SIDE
+from veil.formats import detect
+from veil.inspect import inspect
+from veil.policy import Settings
 
 from tests.conftest import corpus_file
 
@@ -70,3 +74,30 @@ def test_an_undecodable_image_has_no_hash():
     data = corpus_file("es_nikon_p6000_gps_DSCN0010.jpg").read_bytes()
     assert perceptual_hash(b"\xff\xd8\xff\xe0 not really a jpeg") is None
     assert perceptual_hash(data[:200]) is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "es_orientation6_rot90.jpg",  # turned by its tag
+        "dn_cmyk_adobe_app14_multi_icc.jpg",
+        "es_iphone11promax_gps.heic",
+        "dn_png_exif_sample.png",
+        "dn_olympus_ep3_serials_preview.jpg",
+    ],
+)
+def test_a_photo_searched_for_faces_is_hashed_from_inspections_thumbnail(name):
+    """Detection already decoded the displayed pixels: the hash of its thumbnail stays within a
+    few bits of the hash of a fresh decode, so `veil audit find` finds either."""
+    data = corpus_file(name).read_bytes()
+    fmt = detect(data)
+    report = inspect(data, fmt, Settings(), want_faces=True)
+    assert report.thumbnail is not None
+    assert report.thumbnail.size == (THUMBNAIL_SIDE, THUMBNAIL_SIDE)
+    from_thumbnail = perceptual_hash(b"not decoded again", report.thumbnail)
+    assert distance(from_thumbnail, perceptual_hash(data)) <= SIMILAR // 2
+
+
+def test_without_face_detection_there_is_no_thumbnail():
+    data = corpus_file("es_canon_ixus_owner.jpg").read_bytes()
+    assert inspect(data, "jpeg", Settings(), want_faces=False).thumbnail is None

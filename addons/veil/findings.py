@@ -6,8 +6,12 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from veil.faces.prefetch import Prefetched
     from veil.formats.base import ImageFormat
+
+THUMBNAIL_SIDE = 64  # px: twice the perceptual hash's 32, so that its box filter averages
 
 # The finding kinds a policy may name in `has: [...]`.
 FINDING_KINDS: frozenset[str] = frozenset(
@@ -58,8 +62,9 @@ class Face:
 
 @dataclass
 class ImageReport:
-    """Everything inspection learned about one image. Never holds pixels itself: at most, while
-    a blur may follow, a handle on their decoding in the background (`pixels_ahead`)."""
+    """Everything inspection learned about one image. Never holds its pixels: at most a grey
+    thumbnail (`thumbnail`) and, while a blur may follow, a handle on their decoding in the
+    background (`pixels_ahead`)."""
 
     format: str
     width: int
@@ -77,6 +82,9 @@ class ImageReport:
     pixels_ahead: Prefetched | None = field(default=None, repr=False, compare=False)
     # The parsed container, so that stripping the same bytes does not parse them again.
     container: ImageFormat | None = field(default=None, repr=False, compare=False)
+    # The displayed (upright) image, grey, THUMBNAIL_SIDE px square, when face detection
+    # decoded the pixels: the audit's perceptual hash uses it instead of decoding them again.
+    thumbnail: Image.Image | None = field(default=None, repr=False, compare=False)
 
     @property
     def confident_faces(self) -> list[Face]:

@@ -410,7 +410,8 @@ def _image_record(image: _Image) -> dict:
         bytes_out=len(data_out),
         sha256_in=sha256_in,
         sha256_out=sha256_in if unchanged else hashlib.sha256(data_out).hexdigest(),
-        phash=perceptual_hash(data_in),  # finds resized / re-encoded copies (veil audit find)
+        # Finds resized and re-encoded copies (veil audit find).
+        phash=perceptual_hash(data_in, image.report.thumbnail),
     )
     return entry
 

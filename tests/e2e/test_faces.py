@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image, JpegImagePlugin
+from veil.audit.phash import SIMILAR, distance, perceptual_hash
 from veil.findings import Face
 
 from tests.test_faces import (
@@ -66,6 +67,8 @@ def test_blur_rule_obliterates_every_face_and_nothing_else(start_proxy, upstream
     (image,) = record["images"]
     found = [Face(*box) for box in image["faces"] + image.get("unsure_face_boxes", [])]
     assert len(found) >= len(labels)
+    # Hashed from the detector's thumbnail, not a second decode: as findable as the upload.
+    assert distance(image["phash"], perceptual_hash(photo)) <= SIMILAR // 2
 
     before, after = decode(photo), decode(sent)
     assert before.shape == after.shape

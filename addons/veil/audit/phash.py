@@ -24,8 +24,14 @@ LOW = 8  # side of the block of low frequencies kept: 64 bits
 SIMILAR = 10
 
 
-def perceptual_hash(data: bytes) -> str | None:
-    """16 hex digits, or None when Pillow cannot decode the image (the record says so)."""
+def perceptual_hash(data: bytes, displayed: Image.Image | None = None) -> str | None:
+    """16 hex digits, or None when Pillow cannot decode the image (the record says so).
+
+    `displayed`: the image as people see it (upright), already decoded at a reduced size
+    (inspection's `ImageReport.thumbnail`, at least SIZE px a side): hashed instead of decoding
+    `data` again, which for a 12 MP JPEG saves a 1/8-scale decode (about 25 ms)."""
+    if displayed is not None:
+        return _hash_pixels(_grey(displayed))
     try:
         grey = _thumbnail(data)
     except Exception:  # any undecodable image: the hash is an aid, never a reason to fail
@@ -43,8 +49,11 @@ def _thumbnail(data: bytes) -> bytes:
         with Image.open(io.BytesIO(data)) as im:
             im.draft("L", (SIZE * 4, SIZE * 4))  # JPEG: decode straight at a reduced scale
             upright = ImageOps.exif_transpose(im)  # hash what people see, not the raw sensor
-            grey = upright.convert("L").resize((SIZE, SIZE), Image.Resampling.BOX)
-    return grey.tobytes()
+            return _grey(upright)
+
+
+def _grey(image: Image.Image) -> bytes:
+    return image.convert("L").resize((SIZE, SIZE), Image.Resampling.BOX).tobytes()
 
 
 def _hash_pixels(pixels: bytes) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from veil.faces import centerface, pixels
-from veil.findings import Face, ImageReport
+from veil.findings import THUMBNAIL_SIDE, Face, ImageReport
 from veil.policy import Settings
 
 # Quarter turns tried for photos whose orientation is unknown (np.rot90's k, anticlockwise).
@@ -51,6 +51,7 @@ def detect(data: bytes, report: ImageReport, settings: Settings) -> list[Face]:
     canvas = detection_canvas(data, report, settings.face_canvas)
     if report.pixels_ahead is not None:
         report.pixels_ahead.pause()
+    report.thumbnail = thumbnail(canvas.rgb)
     turns = (0,)
     if settings.face_rotations and not canvas.orientation_known:
         turns = (0, *EXTRA_TURNS)
@@ -60,6 +61,12 @@ def detect(data: bytes, report: ImageReport, settings: Settings) -> list[Face]:
     ]
     boxes = merge_passes(passes)
     return [_face(box, canvas) for box in boxes[np.argsort(-boxes[:, 4], kind="stable")]]
+
+
+def thumbnail(rgb: np.ndarray) -> Image.Image:
+    """The upright canvas, grey and THUMBNAIL_SIDE px square (the audit hashes it)."""
+    side = THUMBNAIL_SIDE
+    return Image.fromarray(rgb).convert("L").resize((side, side), Image.Resampling.BOX)
 
 
 def _scales(rgb: np.ndarray) -> list[tuple[np.ndarray, tuple[float, float], int]]:
