@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 from PIL import Image, ImageOps
-from veil.audit.phash import SIMILAR, distance, perceptual_hash
+from veil.audit.phash import SIMILAR, distance, in_background, perceptual_hash
 from veil.findings import THUMBNAIL_SIDE
 from veil.formats import detect
 from veil.inspect import inspect
@@ -101,3 +101,9 @@ def test_a_photo_searched_for_faces_is_hashed_from_inspections_thumbnail(name):
 def test_without_face_detection_there_is_no_thumbnail():
     data = corpus_file("es_canon_ixus_owner.jpg").read_bytes()
     assert inspect(data, "jpeg", Settings(), want_faces=False).thumbnail is None
+
+
+def test_hashing_in_the_background_gives_the_same_hash():
+    data = corpus_file("es_canon_ixus_owner.jpg").read_bytes()
+    pending = [in_background(data), in_background(b"not an image")]
+    assert [p.result(timeout=30) for p in pending] == [perceptual_hash(data), None]

@@ -13,13 +13,13 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from veil import coach, splice
 from veil.answer import Answer, acknowledged, coaching, refusal
-from veil.audit import AuditError, AuditLog, new_decision_id
-from veil.audit.phash import perceptual_hash
+from veil.audit import AuditError, AuditLog, new_decision_id, phash
 from veil.decide import ImageDecision, RequestContext, decide, may_blur, needs_faces
 from veil.extract import Extraction, ExtractionLimitExceeded, Limits, Payload, extract
 from veil.extract.encoding import EncodingError
@@ -76,6 +76,7 @@ class _Image:
     report: ImageReport
     decision: ImageDecision
     output: bytes = b""
+    phash: Future[str | None] | None = None  # being computed meanwhile (phash.in_background)
 
 
 @dataclass
@@ -119,10 +120,15 @@ class Pipeline:
         )
         want_faces = needs_faces(policy, context)  # the same for every image of the request
         blur_ahead = want_faces and may_blur(policy, context)
+        # Face detection leaves a thumbnail to hash; otherwise hashing decodes the image, so
+        # that starts now, alongside inspection.
+        hashes = [None if want_faces else phash.in_background(p.data) for p in extraction.payloads]
         images = [
             self._inspect(p, policy, context, want_faces=want_faces, may_blur=blur_ahead)
             for p in extraction.payloads
         ]
+        for image, hashing in zip(images, hashes, strict=True):
+            image.phash = hashing
         self._apply_acknowledgement(req, images)
         worst = min(images, key=lambda i: i.decision.severity())
         if worst.decision.refuses():
@@ -410,10 +416,16 @@ def _image_record(image: _Image) -> dict:
         bytes_out=len(data_out),
         sha256_in=sha256_in,
         sha256_out=sha256_in if unchanged else hashlib.sha256(data_out).hexdigest(),
-        # Finds resized and re-encoded copies (veil audit find).
-        phash=perceptual_hash(data_in, image.report.thumbnail),
+        phash=_perceptual_hash(image),
     )
     return entry
+
+
+def _perceptual_hash(image: _Image) -> str | None:
+    """Finds resized and re-encoded copies (veil audit find)."""
+    if image.phash is not None:
+        return image.phash.result()
+    return phash.perceptual_hash(image.payload.data, image.report.thumbnail)
 
 
 def _notice(images: list[_Image]) -> str:
