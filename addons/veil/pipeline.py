@@ -76,7 +76,7 @@ class _Image:
     report: ImageReport
     decision: ImageDecision
     output: bytes = b""
-    phash: Future[str | None] | None = None  # being computed meanwhile (phash.in_background)
+    pending_phash: Future[str | None] | None = None  # started by phash.in_background
 
 
 @dataclass
@@ -128,7 +128,7 @@ class Pipeline:
             for p in extraction.payloads
         ]
         for image, hashing in zip(images, hashes, strict=True):
-            image.phash = hashing
+            image.pending_phash = hashing
         self._apply_acknowledgement(req, images)
         worst = min(images, key=lambda i: i.decision.severity())
         if worst.decision.refuses():
@@ -423,8 +423,8 @@ def _image_record(image: _Image) -> dict:
 
 def _perceptual_hash(image: _Image) -> str | None:
     """Finds resized and re-encoded copies (veil audit find)."""
-    if image.phash is not None:
-        return image.phash.result()
+    if image.pending_phash is not None:
+        return image.pending_phash.result()
     return phash.perceptual_hash(image.payload.data, image.report.thumbnail)
 
 
