@@ -423,21 +423,27 @@ def wait_for_quiet(patience: float, window: float = 0.3) -> None:
             return
 
 
-def timed(fn: Callable[[], object], repeat: int, patience: float = 0.0, warmup: int = 2) -> Timing:
-    for _ in range(warmup):
-        fn()
-    timing = Timing()
+def timed(
+    fns: list[Callable[[], object]], repeat: int, patience: float = 0.0, warmup: int = 2
+) -> list[Timing]:
+    """Each function `repeat` times, taking turns (A B C A B C ...), so that the host's drift
+    in speed, which reaches 1.5x within an hour here, falls on every case alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    timings = [Timing() for _ in fns]
     for _ in range(repeat):
-        wait_for_quiet(patience)
-        machine = cpu_ticks()
-        wall, cpu = time.perf_counter(), time.process_time()
-        fn()
-        own = time.process_time() - cpu
-        timing.cpu.append(own * 1000)
-        timing.wall.append((time.perf_counter() - wall) * 1000)
-        busy, idle = (now - then for now, then in zip(cpu_ticks(), machine, strict=True))
-        timing.others.append(max(0.0, busy - own) / max(1e-9, busy + idle))
-    return timing
+        for fn, timing in zip(fns, timings, strict=True):
+            wait_for_quiet(patience)
+            machine = cpu_ticks()
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            own = time.process_time() - cpu
+            timing.cpu.append(own * 1000)
+            timing.wall.append((time.perf_counter() - wall) * 1000)
+            busy, idle = (now - then for now, then in zip(cpu_ticks(), machine, strict=True))
+            timing.others.append(max(0.0, busy - own) / max(1e-9, busy + idle))
+    return timings
 
 
 def stages(data: bytes, settings: Settings) -> list[tuple[str, Callable[[], object]]]:
@@ -503,7 +509,6 @@ def speed_report(settings: Settings, repeat: int, sweep: bool, patience: float) 
     faces.prepare(settings)
     load_before = os.getloadavg()
     machine_before, own_before = cpu_ticks(), time.process_time()
-    rows = []
     variants = [("", settings)]
     if sweep:
         variants += [
@@ -511,23 +516,24 @@ def speed_report(settings: Settings, repeat: int, sweep: bool, patience: float) 
             for canvas in (1024, 1600)
             if canvas != settings.face_canvas
         ]
+    cases: list[tuple[str, Callable[[], object]]] = []
     for prefix, variant in variants:
         for photo, what in ((with_faces, "with faces"), (without_faces, "without faces")):
             found = len(inspect(photo, "jpeg", variant, want_faces=True).faces or [])
-            label = f"{prefix}12 MP {what} ({found} found), end to end"
-            rows.append(timed(end_to_end(photo, variant), repeat, patience).row(label))
-            rows.append(
-                timed(end_to_end(photo, variant, ahead=False), repeat, patience).row(
-                    "  the same, no background decode"
-                )
+            cases.append(
+                (f"{prefix}12 MP {what} ({found} found), end to end", end_to_end(photo, variant))
             )
-    for label, fn in stages(with_faces, settings):
-        rows.append(timed(fn, repeat, patience).row(f"  stage: {label}"))
+            cases.append(
+                ("  the same, no background decode", end_to_end(photo, variant, ahead=False))
+            )
+    cases += [(f"  stage: {label}", fn) for label, fn in stages(with_faces, settings)]
+    timings = timed([fn for _, fn in cases], repeat, patience)
+    rows = [timing.row(label) for (label, _), timing in zip(cases, timings, strict=True)]
     load_after = os.getloadavg()
     noise = others_busy(machine_before, own_before)
     print(
         f"\n12 MP JPEGs (q92): {_size(with_faces)} and {_size(without_faces)}; {repeat} runs "
-        f"each after 2 warm-ups; detector threads "
+        f"of each, the cases taking turns, after 2 warm-ups; detector threads "
         f"{centerface.detector_threads()}; canvas {settings.face_canvas}, threshold "
         f"{settings.face_threshold}, style {settings.blur_style}, {settings.face_precision}"
     )
