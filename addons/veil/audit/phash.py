@@ -24,6 +24,10 @@ LOW = 8  # side of the block of low frequencies kept: 64 bits
 # as JPEG (quality 50-85), PNG or WebP are 0-6 bits from the original; any two different
 # photos are 22 or more bits apart.
 SIMILAR = 10
+BACKGROUND_THREADS = 2  # in_background's
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
 
 
 def perceptual_hash(data: bytes, displayed: Image.Image | None = None) -> str | None:
@@ -46,11 +50,6 @@ def in_background(data: bytes) -> Future[str | None]:
     only stripped, decoding it for the hash is the costliest step of recording it (25-55 ms at
     12 MP), and it can run while the upload is inspected and stripped on another core."""
     return _executor().submit(perceptual_hash, data)
-
-
-BACKGROUND_THREADS = 2
-_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
 
 
 def _executor() -> ThreadPoolExecutor:
