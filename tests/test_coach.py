@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -122,32 +125,40 @@ def upload(
     )
 
 
+@contextlib.contextmanager
+def pipeline_for(policy_text: str, audit_dir: Path) -> Iterator[Pipeline]:
+    """The proxy's pipeline without the proxy: this policy, an audit trail in `audit_dir`."""
+    policy = parse_policy(policy_text, "policy.yaml")
+    audit = AuditLog(audit_dir)
+    audit.open()
+    try:
+        yield Pipeline(policy=lambda: policy, audit=audit)
+    finally:
+        audit.close()
+
+
 def test_unauthenticated_acknowledgements_are_per_client_address(tmp_path):
-    policy = parse_policy(
+    with pipeline_for(
         "version: 1\nsettings: {coach_ttl: 5m}\nrules:\n"
         "  - {name: think, match: {services: [microsoft]}, action: coach, message: Think.}\n",
-        "p.yaml",
-    )
-    audit = AuditLog(tmp_path)
-    audit.open()
-    pipeline = Pipeline(policy=lambda: policy, audit=audit)
-    image = jpeg()
+        tmp_path,
+    ) as pipeline:
+        image = jpeg()
 
-    first = pipeline.process(upload("10.0.0.1", image))
-    assert first.verdict == "coached" and first.answer is not None
-    error = json.loads(first.answer.body)["error"]
-    link = "/" + error["continue_url"].split("/", 3)[3]
+        first = pipeline.process(upload("10.0.0.1", image))
+        assert first.verdict == "coached" and first.answer is not None
+        error = json.loads(first.answer.body)["error"]
+        link = "/" + error["continue_url"].split("/", 3)[3]
 
-    elsewhere = pipeline.continue_after_coaching(upload("10.0.0.2", b"", link, "GET"))
-    assert elsewhere.answer is not None and elsewhere.answer.status == 403
-    ack = pipeline.continue_after_coaching(upload("10.0.0.1", b"", link, "GET"))
-    assert ack.answer is not None and ack.answer.status == 200
-    assert ack.record["event"] == "coach_acknowledged"
-    assert ack.record["client"] == "10.0.0.1" and ack.record["user"] is None
+        elsewhere = pipeline.continue_after_coaching(upload("10.0.0.2", b"", link, "GET"))
+        assert elsewhere.answer is not None and elsewhere.answer.status == 403
+        ack = pipeline.continue_after_coaching(upload("10.0.0.1", b"", link, "GET"))
+        assert ack.answer is not None and ack.answer.status == 200
+        assert ack.record["event"] == "coach_acknowledged"
+        assert ack.record["client"] == "10.0.0.1" and ack.record["user"] is None
 
-    again = pipeline.process(upload("10.0.0.1", image))
-    assert again.forwards and again.verdict == "allowed"  # `coach` alone: sent unchanged
-    assert again.record["acknowledged"] == ack.decision_id
-    neighbour = pipeline.process(upload("10.0.0.2", image))
-    assert neighbour.verdict == "coached"
-    audit.close()
+        again = pipeline.process(upload("10.0.0.1", image))
+        assert again.forwards and again.verdict == "allowed"  # `coach` alone: sent unchanged
+        assert again.record["acknowledged"] == ack.decision_id
+        neighbour = pipeline.process(upload("10.0.0.2", image))
+        assert neighbour.verdict == "coached"

@@ -13,14 +13,12 @@ from concurrent.futures import Future, wait
 import numpy as np
 import pytest
 from PIL import Image
-from veil.audit import AuditLog
 from veil.faces import obliteration, prefetch
 from veil.inspect import inspect
-from veil.pipeline import Pipeline
-from veil.policy import Settings, parse_policy
+from veil.policy import Settings
 from veil.transform import transform
 
-from tests.test_coach import upload
+from tests.test_coach import pipeline_for, upload
 from tests.test_faces import GROUP, faces_photo
 
 SETTINGS = Settings()
@@ -164,16 +162,12 @@ def test_a_blur_with_pixels_decoded_ahead_changes_only_the_faces_as_before() -> 
 
 def test_uploads_through_the_pipeline_leave_the_slot_free(tmp_path) -> None:
     data, _ = faces_photo(GROUP)
-    policy = parse_policy(
+    with pipeline_for(
         "version: 1\nrules:\n  - name: faces\n    match: {has: [faces]}\n    action: warn\n"
         "  - name: blur-the-rest\n    action: blur\n",
-        "policy.yaml",
-    )
-    audit = AuditLog(tmp_path)
-    audit.open()
-    pipeline = Pipeline(policy=lambda: policy, audit=audit)
-    outcome = pipeline.process(upload("127.0.0.1", data))
+        tmp_path,
+    ) as pipeline:
+        outcome = pipeline.process(upload("127.0.0.1", data))
     assert outcome.verdict == "warned"  # faces found: warned, so the pixels were not needed
     assert outcome.record["rule"] == "faces"
     assert prefetch.start(data, "jpeg", 1, 1) is not None  # the one slot is free again
-    audit.close()
