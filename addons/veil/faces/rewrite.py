@@ -20,6 +20,8 @@ them), and each removes work onnxruntime did badly on this CPU (measured at 1024
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 BLOCKS = "blocks"  # the model's input after the rewrites
@@ -175,14 +177,11 @@ def first_convolution_on_blocks(model) -> None:
     _check_attributes(first, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], group=1)
     kernel = _array(graph, first.input[1])  # (C_out, 3, 3, 3)
     blocked = np.zeros((kernel.shape[0], 12, 2, 2), dtype=np.float32)
-    for a in range(2):
-        for b in range(2):
-            for p in range(2):
-                for q in range(2):
-                    ky, kx = 2 * (a - 1) + p + 1, 2 * (b - 1) + q + 1
-                    if 0 <= ky <= 2 and 0 <= kx <= 2:
-                        channels = slice(p * 6 + q * 3, p * 6 + q * 3 + 3)
-                        blocked[:, channels, a, b] = kernel[:, :, ky, kx]
+    for a, b, p, q in itertools.product(range(2), repeat=4):
+        ky, kx = 2 * a + p - 1, 2 * b + q - 1  # at most 2; -1 is block i-1's first row: unused
+        if ky >= 0 and kx >= 0:
+            first_channel = p * 6 + q * 3
+            blocked[:, first_channel : first_channel + 3, a, b] = kernel[:, :, ky, kx]
     _add_initializer(graph, "blocks.weight", blocked)
     replacement = helper.make_node(
         "Conv",
