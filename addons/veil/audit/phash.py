@@ -18,6 +18,8 @@ from functools import cache
 
 from PIL import Image, ImageOps
 
+import veil.pillow_codecs  # noqa: F401  (codecs without the GIL: see there)
+
 SIZE = 32  # side of the grey thumbnail
 LOW = 8  # side of the block of low frequencies kept: 64 bits
 # Measured on the photos in ../shared/corpora/metadata: copies resized to 1/2 or 1/4 and saved

@@ -11,6 +11,7 @@ import warnings
 
 from PIL import Image
 
+import veil.pillow_codecs  # noqa: F401  (codecs without the GIL: see there)
 from veil.formats import MalformedImage, UnsupportedImage
 
 # EXIF orientation (what a viewer does to the stored pixels) as a Pillow transposition.

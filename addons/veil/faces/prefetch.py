@@ -37,6 +37,9 @@ LOWEST_PRIORITY = 19
 # How long an unfinished decode may go without reading on before the caller decodes itself:
 # a 64 KiB block of a 12 MP JPEG decodes in about 1.5 ms at full speed.
 PATIENCE = 0.010  # seconds
+# The decoder reads this much at a time (not the whole stream, as `pillow_codecs` has Pillow
+# do elsewhere): a pause takes hold, and progress shows, block by block.
+PAUSABLE_BLOCK = 64 * 1024
 MAX_PAUSE = 2.0  # seconds a decode is held before it goes on regardless (still at idle priority)
 
 
@@ -54,6 +57,8 @@ class _Source(io.BytesIO):
         self.go.wait(MAX_PAUSE)  # bounded: a forgotten pause must not hold the thread for ever
         if self.abandoned:
             raise Abandoned
+        if size is not None and size > PAUSABLE_BLOCK:  # a JPEG's segments are smaller
+            size = PAUSABLE_BLOCK
         return super().read(size)
 
 

@@ -10,6 +10,7 @@ import io
 
 from PIL import Image, ImageOps
 
+import veil.pillow_codecs  # noqa: F401  (codecs without the GIL: see there)
 from veil.formats.base import UnsupportedImage
 
 QUALITY = 95
