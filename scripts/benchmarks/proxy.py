@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import table, time_it  # noqa: E402
-from faces import PHOTO_WITH_FACES, twelve_mp  # noqa: E402
+from faces import PHOTO_WITH_FACES, PHOTO_WITHOUT_FACES, twelve_mp  # noqa: E402
 from metadata import camera_jpeg  # noqa: E402
 from veil.catalogue import Catalogue  # noqa: E402
 
@@ -77,9 +77,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="veil-bench-") as tmp:
         work = Path(tmp)
         # The same photos as the metadata and faces benchmarks: a 12 MP camera JPEG with GPS,
-        # maker note and thumbnail, and a 12 MP group photo.
+        # maker note and thumbnail, a 12 MP group photo and a 12 MP photo without people.
         photo, small = camera_jpeg(work).read_bytes(), PHOTO.read_bytes()
-        group = twelve_mp(PHOTO_WITH_FACES)
+        group, no_faces = twelve_mp(PHOTO_WITH_FACES), twelve_mp(PHOTO_WITHOUT_FACES)
         hosts = Catalogue.load().all_host_patterns() + EXTRA_AI_HOSTS + NON_AI_HOSTS
         pki = make_pki(work / "pki", hosts)
         upstream = FakeService(pki).start()
@@ -95,7 +95,7 @@ def main() -> None:
             print(
                 table(
                     ["request", "n", "median ms", "p90 ms"],
-                    latency(clients, upstream, photo, small, group),
+                    latency(clients, upstream, photo, small, group, no_faces),
                 )
             )
             print()
@@ -111,7 +111,7 @@ def main() -> None:
 
 
 def latency(
-    clients: dict, upstream: FakeService, photo: bytes, small: bytes, group: bytes
+    clients: dict, upstream: FakeService, photo: bytes, small: bytes, group: bytes, no_faces: bytes
 ) -> list[list]:
     fake = f"https://127.0.0.1:{upstream.port}"
     cases = [  # (label, client, method, url, body, repeat)
@@ -123,6 +123,7 @@ def latency(
         ("4 MB 12 MP photo, stripped", "via Veil", "POST", UPLOAD_URL, photo, 20),
         ("4 MB photo, tunnelled", "tunnelled", "POST", "https://example.org/u", photo, 20),
         ("12 MP group photo, faces blurred", "via Veil", "POST", BLUR_URL, group, 20),
+        ("12 MP photo without faces, blur rule", "via Veil", "POST", BLUR_URL, no_faces, 20),
     ]  # fmt: skip
     rows = []
     for label, name, method, url, body, repeat in cases:
