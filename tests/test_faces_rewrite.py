@@ -68,13 +68,15 @@ def test_the_8bit_model_reads_uint8_pixels_as_they_are():
     assert not any(n.op_type in {"ConvTranspose", "BatchNormalization"} for n in model.graph.node)
 
 
-def test_blocks_are_2x2_pixels_side_by_side_zero_padded():
+@pytest.mark.parametrize("size", [(5, 7), (6, 7), (5, 8), (6, 8), (1, 1), (8, 10)])
+def test_blocks_are_2x2_pixels_side_by_side_zero_padded(size):
+    rows, cols = size
     rng = np.random.default_rng(5)
-    canvas = rng.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    canvas = rng.integers(1, 256, size=(rows, cols, 3), dtype=np.uint8)
     blocks = rewrite.blocks(canvas, 8, 10)
     assert blocks.shape == (1, 4, 5, 12)
     padded = np.zeros((8, 10, 3), dtype=np.uint8)
-    padded[:5, :7] = canvas
+    padded[:rows, :cols] = canvas
     for i in range(4):
         for j in range(5):
             block = padded[2 * i : 2 * i + 2, 2 * j : 2 * j + 2]  # (row, column, RGB)

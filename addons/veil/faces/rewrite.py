@@ -241,19 +241,35 @@ def _is_identity_quantization(graph, quantize) -> bool:
     )
 
 
+PIXEL_PAIR = np.dtype((np.void, 6))  # two RGB pixels, copied as one item
+
+
 def blocks(canvas: np.ndarray, height: int, width: int) -> np.ndarray:
     """The model's input for an RGB canvas (H, W, 3 uint8): zero-padded to height x width (both
     even), each 2x2 pixel block as one 12-byte pixel (rows of the block, then columns, then
     RGB), shape (1, height/2, width/2, 12)."""
     rows, cols = canvas.shape[:2]
-    out = np.empty((height // 2, width // 2, 2, 6), dtype=np.uint8)
-    pairs = np.zeros((height, width // 2, 6), dtype=np.uint8)  # two pixels side by side
-    pairs.reshape(height, width, 3)[:rows, :cols] = canvas
-    # A block row is two pixel-pair rows; copying 6-byte pairs as one item is 2x faster.
-    pair = np.dtype((np.void, 6))
-    out.view(pair)[..., 0] = (
-        pairs.view(pair)[..., 0].reshape(height // 2, 2, width // 2).transpose(0, 2, 1)
-    )
+    whole_rows, whole_cols = rows // 2, cols // 2  # blocks with all four pixels in the canvas
+    out = np.zeros((height // 2, width // 2, 2, 2, 3), dtype=np.uint8)  # block row, column, RGB
+    if cols % 2 == 0:
+        # A block row is two pixel-pair rows; copying 6-byte pairs as one item is 2x faster.
+        pairs = canvas.reshape(rows, whole_cols, 6).view(PIXEL_PAIR)[..., 0]
+        into = out.reshape(height // 2, width // 2, 2, 6).view(PIXEL_PAIR)[..., 0]
+        into[:whole_rows, :whole_cols] = (
+            pairs[: 2 * whole_rows].reshape(whole_rows, 2, whole_cols).transpose(0, 2, 1)
+        )
+    else:
+        out[:whole_rows, :whole_cols] = (
+            canvas[: 2 * whole_rows, : 2 * whole_cols]
+            .reshape(whole_rows, 2, whole_cols, 2, 3)
+            .transpose(0, 2, 1, 3, 4)
+        )
+    if rows % 2:  # the last row's blocks: the top half
+        out[whole_rows, :whole_cols, 0] = canvas[-1, : 2 * whole_cols].reshape(whole_cols, 2, 3)
+    if cols % 2:  # the last column's blocks: the left half
+        out[:whole_rows, whole_cols, :, 0] = canvas[: 2 * whole_rows, -1].reshape(whole_rows, 2, 3)
+        if rows % 2:
+            out[whole_rows, whole_cols, 0, 0] = canvas[-1, -1]
     return out.reshape(1, height // 2, width // 2, 12)
 
 
