@@ -39,7 +39,8 @@ SAME_FACE_INSIDE = 0.8  # a box this much inside another is the same face seen a
 class Canvas:
     """The upright photo, reduced for detection, and how its pixels map to displayed ones."""
 
-    rgb: np.ndarray  # H x W x 3, uint8
+    image: Image.Image  # RGB
+    rgb: np.ndarray  # the same pixels, H x W x 3 uint8
     x_scale: float  # displayed pixels per canvas pixel
     y_scale: float
     display_size: tuple[int, int]
@@ -51,33 +52,33 @@ def detect(data: bytes, report: ImageReport, settings: Settings) -> list[Face]:
     canvas = detection_canvas(data, report, settings.face_canvas)
     if report.pixels_ahead is not None:
         report.pixels_ahead.pause()
-    report.thumbnail = thumbnail(canvas.rgb)
+    report.thumbnail = thumbnail(canvas.image)
     turns = (0,)
     if settings.face_rotations and not canvas.orientation_known:
         turns = (0, *EXTRA_TURNS)
     passes = [
         _scaled(_find(model, rgb, turns, settings.face_threshold, min_face), factor)
-        for rgb, factor, min_face in _scales(canvas.rgb)
+        for rgb, factor, min_face in _scales(canvas)
     ]
     boxes = merge_passes(passes)
     return [_face(box, canvas) for box in boxes[np.argsort(-boxes[:, 4], kind="stable")]]
 
 
-def thumbnail(rgb: np.ndarray) -> Image.Image:
+def thumbnail(canvas: Image.Image) -> Image.Image:
     """The upright canvas, grey and THUMBNAIL_SIDE px square (the audit hashes it)."""
     side = THUMBNAIL_SIDE
-    return Image.fromarray(rgb).convert("L").resize((side, side), Image.Resampling.BOX)
+    return canvas.convert("L").resize((side, side), Image.Resampling.BOX)
 
 
-def _scales(rgb: np.ndarray) -> list[tuple[np.ndarray, tuple[float, float], int]]:
+def _scales(canvas: Canvas) -> list[tuple[np.ndarray, tuple[float, float], int]]:
     """The canvas, and a coarse copy when the canvas is much larger than COARSE_SIDE; with the
     factors back to canvas pixels and the smallest face each one reports."""
-    height, width = rgb.shape[:2]
-    scales = [(rgb, (1.0, 1.0), 0)]
+    width, height = canvas.image.size
+    scales = [(canvas.rgb, (1.0, 1.0), 0)]
     if max(width, height) >= 2 * COARSE_SIDE:
         ratio = COARSE_SIDE / max(width, height)
         size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
-        coarse = _resized(Image.fromarray(rgb), size)
+        coarse = _resized(canvas.image, size)
         scales.append((np.asarray(coarse), (width / size[0], height / size[1]), COARSE_MIN_FACE))
     return scales
 
@@ -162,6 +163,7 @@ def detection_canvas(data: bytes, report: ImageReport, long_side: int) -> Canvas
     image = pixels.upright(image, orientation)
     display_w, display_h = pixels.displayed_size(stored_w, stored_h, orientation)
     return Canvas(
+        image=image,
         rgb=np.asarray(image),
         x_scale=display_w / image.width,
         y_scale=display_h / image.height,
