@@ -5,9 +5,10 @@ the full one to obliterate them. The full decode starts at once in one backgroun
 the lowest scheduling priority (nice 19), and so uses the core that the single-threaded
 canvas decode leaves idle; it is held while the detector runs on both cores, and goes on
 only if faces were found (else it is abandoned where it stands). Measured on a 2-core
-machine, runs interleaved: a 12 MP photo with faces 267 -> 227 ms on a quick day (366 -> 323
-on a slow one, 250 -> 214 on a middling one); without faces it costs 7-16 ms (97 -> 104,
-140 -> 156), though the canvas decode alone is not slowed by a full decode beside it.
+machine, runs interleaved: a 12 MP photo with faces 246 -> 229 ms, 250 -> 214 on another
+day; without faces it costs 2-3 ms (87 -> 90). It cost 7-32 ms while the canvas decode
+still took the GIL back every 64 KiB: this thread, at nice 19, held it in between
+(`veil.pillow_codecs`).
 
 Bounded on purpose: one prefetched image at a time, in flight or waiting to be taken; only
 JPEGs (other formats are decoded in full for detection anyway) up to MAX_PIXELS; and nothing
