@@ -13,7 +13,7 @@ Speed: a 12 MP JPEG with faces (a corpus photo upscaled) and one without, end to
 spread, and the machine's load while measuring.
 
   scripts/bench faces                       the default settings
-  .venv/bin/python scripts/benchmarks/faces.py --sweep   several canvases and thresholds
+  scripts/bench faces --sweep               several canvases and thresholds
 """
 
 from __future__ import annotations
