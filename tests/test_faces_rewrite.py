@@ -55,6 +55,22 @@ def test_rewritten_float_model_gives_the_wheels_heat_map_scales_and_offsets(phot
     assert (rewritten[0] > 0.5).sum() >= 10  # the photo's faces are there to compare
 
 
+@pytest.mark.parametrize(("rows", "cols"), [(192, 320), (352, 160)])
+def test_the_interleaved_maps_follow_the_canvas_size(photo, rows, cols):
+    """The upsampled maps' sizes come from the input's shape: landscape and portrait canvases
+    give the wheel's heads in float32, and in 8 bits the same heat-map within quantization."""
+    crop = np.ascontiguousarray(photo[:rows, :cols])
+    blocks = rewrite.blocks(crop, rows, cols)
+    model = centerface._with_uint8_input(centerface._float_model(centerface._model_bytes()))
+    ours = _session(model).run(list(centerface.OUTPUTS), {centerface.INPUT: blocks})
+    for name, wheel, mine in zip(centerface.OUTPUTS, _wheel_outputs(crop), ours, strict=True):
+        assert mine.shape == wheel.shape, name
+        assert np.abs(mine - wheel).max() < 1e-3, name
+    eight_bit = centerface.load("int8").session.run([rewrite.HEATMAP], {centerface.INPUT: blocks})
+    assert eight_bit[0].shape == ours[0].shape
+    assert np.corrcoef(eight_bit[0].ravel(), ours[0].ravel())[0, 1] > 0.95
+
+
 def test_the_8bit_model_reads_uint8_pixels_as_they_are():
     """The input's quantization is a transpose: no float copy, no rounding of the pixels."""
     model = onnx.load_from_string(
@@ -62,10 +78,11 @@ def test_the_8bit_model_reads_uint8_pixels_as_they_are():
             centerface._quantized(centerface._float_model(centerface._model_bytes()))
         )
     )
-    (entry,) = [n for n in model.graph.node if rewrite.BLOCKS in n.input]
-    assert entry.op_type == "Transpose"
+    readers = {n.op_type: n for n in model.graph.node if rewrite.BLOCKS in n.input}
+    assert sorted(readers) == ["Shape", "Transpose"]  # the pixels, and the canvas's size
     assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.UINT8
-    assert not any(n.op_type in {"ConvTranspose", "BatchNormalization"} for n in model.graph.node)
+    unwanted = {"ConvTranspose", "BatchNormalization", "DepthToSpace"}
+    assert not any(n.op_type in unwanted for n in model.graph.node)
 
 
 @pytest.mark.parametrize("size", [(5, 7), (6, 7), (5, 8), (6, 8), (1, 1), (8, 10)])
