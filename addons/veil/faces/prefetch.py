@@ -5,10 +5,10 @@ the full one to obliterate them. The full decode starts at once in one backgroun
 the lowest scheduling priority (nice 19), and so uses the core that the single-threaded
 canvas decode leaves idle; it is held while the detector runs on both cores, and goes on
 only if faces were found (else it is abandoned where it stands). Measured on a 2-core
-machine, runs interleaved: a 12 MP photo with faces 246 -> 229 ms, 250 -> 214 on another
-day; without faces it costs 2-3 ms (87 -> 90). It cost 7-32 ms while the canvas decode
-still took the GIL back every 64 KiB: this thread, at nice 19, held it in between
-(`veil.pillow_codecs`).
+machine, runs interleaved: a 12 MP photo with faces 237 -> 203 ms, 246 -> 229; without
+faces it costs 3-11 ms in most blocks (83 -> 87, 87 -> 90, 82 -> 93) and up to 23 on a slow
+stretch. It cost more (32 ms in one block) while the canvas decode still took the GIL back
+every 64 KiB: this thread, at nice 19, held it in between (`veil.pillow_codecs`).
 
 Bounded on purpose: one prefetched image at a time, in flight or waiting to be taken; only
 JPEGs (other formats are decoded in full for detection anyway) up to MAX_PIXELS; and nothing
