@@ -41,10 +41,16 @@ def preview(data: bytes, report: ImageReport, settings: Settings) -> bytes:
 
 
 def prepare(settings: Settings) -> None:
-    """Load the detector now (at start-up) instead of on the first upload."""
+    """Load the detector now (at start-up) instead of on the first upload, and run it once on
+    a blank canvas of the configured size: onnxruntime's first run sets up its memory, which
+    made the first photo after start-up 70 ms slower than the next (298 against 227 ms)."""
+    import numpy as np
+
     from veil.faces import centerface
 
-    centerface.load(settings.face_precision)
+    model = centerface.load(settings.face_precision)
+    side = settings.face_canvas
+    model.detect(np.zeros((side * 3 // 4, side, 3), dtype=np.uint8), settings.face_threshold)
 
 
 __all__ = ["FaceDetectionUnavailable", "detect", "obliterate", "prepare", "preview"]
