@@ -309,7 +309,9 @@ def uint8_input(model):
 
     graph = model.graph
     for node in graph.node:
-        if node.name == BLOCKS_SHAPE:  # the sizes of the interleaved maps: from the uint8 input
+        if node.name == BLOCKS_SHAPE:
+            # The quantizer made it read the dequantized input, a float copy of every pixel only
+            # for its shape: it reads the uint8 input itself (side by side: rows and columns 1, 2).
             node.input[0] = BLOCKS
             _set_initializer(graph, BLOCKS_ROWS_COLUMNS, np.array([1, 2], np.int64))  # NHWC
     (entry,) = [n for n in graph.node if BLOCKS in n.input and n.name != BLOCKS_SHAPE]
